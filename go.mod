@@ -1,0 +1,3 @@
+module github.com/seqshiftd/seqshiftd
+
+go 1.26
