@@ -1,12 +1,95 @@
 // Command seqshiftd is a transparent, in-path TCP sequence-number rewriter for Linux gateways.
+//
+// It runs as a daemon (`seqshiftd run`) and is operated with the other subcommands, which talk
+// to the daemon over its control socket or only read the configuration file.
 package main
 
 import (
+	"flag"
 	"fmt"
+	"io"
 	"os"
+	"runtime/debug"
 )
 
+// version is set at build time with -ldflags "-X main.version=..."; otherwise the module
+// version or VCS revision from the build info is used.
+var version = ""
+
+const defaultConfig = "/etc/seqshiftd/seqshiftd.yaml"
+
+const usage = `usage: seqshiftd <command> [flags]
+
+commands:
+  run       [-c FILE]          run the daemon
+  check     [-c FILE]          validate the configuration without touching the system
+  status    [-c FILE] [--json] show the running daemon's state (exit 0 only when it is steering)
+  flows     [-c FILE] [--json] list tracked connections
+  teardown  [-c FILE]          remove the policy rules and routes seqshiftd installed
+  lab       [--keep]           build a namespace lab, run connections through seqshiftd, show both sides
+  version                      print the version
+
+FILE defaults to ` + defaultConfig + `
+`
+
 func main() {
-	fmt.Fprintln(os.Stderr, "seqshiftd: not built yet")
-	os.Exit(2)
+	os.Exit(dispatch(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// dispatch runs one subcommand and returns the process exit code.
+func dispatch(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "run":
+		return cmdRun(rest, stderr)
+	case "check":
+		return cmdCheck(rest, stdout, stderr)
+	case "status":
+		return cmdStatus(rest, stdout, stderr)
+	case "flows":
+		return cmdFlows(rest, stdout, stderr)
+	case "teardown":
+		return cmdTeardown(rest, stdout, stderr)
+	case "lab":
+		return cmdLab(rest, stdout, stderr)
+	case "version", "--version", "-version":
+		fmt.Fprintln(stdout, "seqshiftd", buildVersion())
+		return 0
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "seqshiftd: unknown command %q\n\n%s", cmd, usage)
+	return 2
+}
+
+// newFlags returns a flag set for a subcommand with the -c flag every subcommand shares.
+func newFlags(name string, stderr io.Writer) (*flag.FlagSet, *string) {
+	fs := flag.NewFlagSet("seqshiftd "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("c", defaultConfig, "configuration file")
+	return fs, path
+}
+
+func buildVersion() string {
+	if version != "" {
+		return version
+	}
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	if bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	for _, s := range bi.Settings {
+		if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+			return "devel-" + s.Value[:12]
+		}
+	}
+	return "devel"
 }

@@ -1,0 +1,311 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/signal"
+	"runtime"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	sddaemon "github.com/coreos/go-systemd/v22/daemon"
+	"github.com/vishvananda/netlink"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"golang.org/x/sys/unix"
+
+	"github.com/seqshiftd/seqshiftd/control"
+	"github.com/seqshiftd/seqshiftd/datapath"
+	"github.com/seqshiftd/seqshiftd/flowtable"
+	"github.com/seqshiftd/seqshiftd/metrics"
+	"github.com/seqshiftd/seqshiftd/policy"
+	"github.com/seqshiftd/seqshiftd/steering"
+	"github.com/seqshiftd/seqshiftd/tun"
+)
+
+func cmdRun(args []string, stderr io.Writer) int {
+	fs, path := newFlags("run", stderr)
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	cfg, err := policy.Load(*path)
+	if err != nil {
+		fmt.Fprintln(stderr, "seqshiftd:", err)
+		return 1
+	}
+	lvl, err := parseLevel(cfg.Log.Level)
+	if err != nil {
+		fmt.Fprintln(stderr, "seqshiftd:", err)
+		return 1
+	}
+	level := zap.NewAtomicLevelAt(lvl)
+	log := newLogger(cfg.Log.Format, level, stderr)
+	defer func() { _ = log.Sync() }()
+
+	d := &daemon{path: *path, boot: cfg, log: log, level: level, started: time.Now()}
+	if err := d.run(); err != nil {
+		log.Error("seqshiftd stopped with an error", zap.Error(err))
+		return 1
+	}
+	return 0
+}
+
+// daemon wires the packages together and owns the lifecycle: start, reload, snapshot, stop.
+type daemon struct {
+	path    string
+	boot    *policy.Config // settings that only change with a restart come from here
+	log     *zap.Logger
+	level   zap.AtomicLevel
+	started time.Time
+
+	table   *flowtable.Table
+	dev     tun.Device
+	engine  *datapath.Engine
+	steer   steering.Config
+	metrics *metrics.Metrics
+
+	reloadMu      sync.Mutex
+	lastReloadErr string
+	lastReload    time.Time
+	reloadsOK     uint64
+	reloadsFailed uint64
+}
+
+func (d *daemon) run() error {
+	cfg := d.boot
+	log := d.log
+	log.Info("starting", zap.String("version", buildVersion()), zap.String("config", d.path))
+	if err := cfg.LoadKey(true); err != nil {
+		return err
+	}
+
+	d.table = flowtable.New(flowtable.Config{MaxFlows: cfg.Flows.Max, Timeouts: cfg.Flows.Timeouts})
+	d.restoreState()
+
+	mtu, err := tunMTU(cfg)
+	if err != nil {
+		return err
+	}
+	queues := cfg.Tun.Queues
+	if queues == 0 {
+		queues = runtime.NumCPU()
+	}
+	d.dev, err = tun.Open(tun.Config{Name: cfg.Tun.Name, MTU: mtu, Queues: queues, Offload: cfg.Tun.Offload}, log.Named("tun"))
+	if err != nil {
+		return fmt.Errorf("open TUN %s: %w", cfg.Tun.Name, err)
+	}
+	defer d.dev.Close()
+
+	d.steer = steeringConfig(cfg)
+	report, err := steering.Install(d.steer, log.Named("steering"))
+	if err != nil {
+		return fmt.Errorf("install steering: %w", err)
+	}
+	report.Log(log.Named("steering"))
+
+	d.engine = datapath.New(d.dev, d.table, &datapath.Policy{Config: cfg, Generation: 1}, log)
+
+	ctl, err := control.Listen(cfg.ControlSocket, d, log.Named("control"))
+	if err != nil {
+		return fmt.Errorf("control socket: %w", err)
+	}
+	defer ctl.Close()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var wg sync.WaitGroup
+	if cfg.MetricsListen != "" {
+		d.metrics = metrics.New(d.scrape)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := d.metrics.Serve(ctx, cfg.MetricsListen, log.Named("metrics")); err != nil {
+				log.Error("metrics endpoint stopped", zap.Error(err))
+			}
+		}()
+	}
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		d.table.RunExpiry(ctx, time.Second)
+	}()
+	engineDone := make(chan error, 1)
+	go func() {
+		defer wg.Done()
+		engineDone <- d.engine.Run(ctx)
+	}()
+
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+	notify(log, sddaemon.SdNotifyReady)
+	log.Info("running", zap.Stringer("datapath", d.engine), zap.Int("mtu", mtu),
+		zap.Int("flows_restored", d.table.Stats().Active))
+
+	snap := time.NewTicker(snapshotEvery(cfg))
+	defer snap.Stop()
+	var runErr error
+loop:
+	for {
+		select {
+		case sig := <-sigs:
+			if sig == syscall.SIGHUP {
+				d.reload(snap)
+				continue
+			}
+			log.Info("stopping", zap.Stringer("signal", sig))
+			break loop
+		case <-snap.C:
+			d.snapshot()
+		case err := <-engineDone:
+			runErr = fmt.Errorf("datapath stopped: %w", err)
+			break loop
+		}
+	}
+	notify(log, sddaemon.SdNotifyStopping)
+	cancel()
+	// Closing the TUN unblocks the readers and takes its route out of the steering table: from
+	// here on the blackhole behind it drops intercepted packets instead of forwarding them raw.
+	_ = d.dev.Close()
+	wg.Wait()
+	d.snapshot()
+	if d.engine.Policy().Config.OnStop == policy.OnStopRestore {
+		if err := steering.Remove(d.steer, log.Named("steering")); err != nil {
+			log.Error("remove steering", zap.Error(err))
+			runErr = errors.Join(runErr, err)
+		} else {
+			log.Info("steering removed (on_stop: restore); traffic is forwarded untouched")
+		}
+	} else {
+		log.Info("steering left in place (on_stop: fail-closed); intercepted traffic is dropped until seqshiftd runs again")
+	}
+	return runErr
+}
+
+// restoreState loads the previous run's flows so that connections survive a restart. A corrupt
+// file is moved aside rather than trusted or deleted, so it can be inspected.
+func (d *daemon) restoreState() {
+	path := d.boot.StateFile
+	if path == "" {
+		return
+	}
+	n, err := d.table.Restore(path)
+	switch {
+	case err == nil:
+		d.log.Info("flows restored", zap.String("state_file", path), zap.Int("flows", n))
+	case errors.Is(err, fs.ErrNotExist):
+		d.log.Info("no state file; starting with an empty flow table", zap.String("state_file", path))
+	default:
+		aside := path + ".corrupt"
+		_ = os.Rename(path, aside)
+		d.log.Error("state file rejected; starting with an empty flow table",
+			zap.String("state_file", path), zap.String("moved_to", aside), zap.Error(err))
+	}
+}
+
+func (d *daemon) snapshot() {
+	path := d.boot.StateFile
+	if path == "" {
+		return
+	}
+	if err := d.table.Snapshot(path); err != nil {
+		d.log.Error("flow snapshot failed", zap.String("state_file", path), zap.Error(err))
+	}
+}
+
+// reload validates the whole file off to the side and swaps it in only when it is good; live
+// flows keep the offsets they were given because those live in the flow table, not the policy.
+func (d *daemon) reload(snap *time.Ticker) {
+	notify(d.log, "RELOADING=1\nMONOTONIC_USEC="+strconv.FormatInt(monotonicUsec(), 10))
+	defer notify(d.log, sddaemon.SdNotifyReady)
+	cfg, err := policy.Load(d.path)
+	if err == nil {
+		err = cfg.LoadKey(true)
+	}
+	var lvl zapcore.Level
+	if err == nil {
+		lvl, err = parseLevel(cfg.Log.Level)
+	}
+	d.reloadMu.Lock()
+	defer d.reloadMu.Unlock()
+	d.lastReload = time.Now()
+	if err != nil {
+		d.reloadsFailed++
+		d.lastReloadErr = err.Error()
+		d.log.Error("reload failed; the previous policy stays in force", zap.Error(err))
+		return
+	}
+	old := d.engine.Policy()
+	for _, s := range cfg.RestartNeeded(d.boot) {
+		d.log.Warn("setting changed but needs a restart to take effect; keeping the running value", zap.String("setting", s))
+	}
+	cfg.Inherit(old.Config)
+	d.level.SetLevel(lvl)
+	d.table.SetTimeouts(cfg.Flows.Timeouts)
+	snap.Reset(snapshotEvery(cfg))
+	next := &datapath.Policy{Config: cfg, Generation: old.Generation + 1}
+	d.engine.SetPolicy(next)
+	d.reloadsOK++
+	d.lastReloadErr = ""
+	d.log.Info("policy reloaded", zap.Uint64("generation", next.Generation), zap.Int("rules", len(cfg.Rules)))
+}
+
+// snapshotEvery turns snapshot_interval into a ticker period; 0 means only at stop, which a
+// ticker cannot express, so it ticks rarely instead.
+func snapshotEvery(cfg *policy.Config) time.Duration {
+	if cfg.SnapshotInterval <= 0 {
+		return 24 * time.Hour
+	}
+	return cfg.SnapshotInterval
+}
+
+// tunMTU is the configured MTU or, when 0, the largest MTU of the intercept interfaces: the TUN
+// must carry every packet those interfaces can deliver.
+func tunMTU(cfg *policy.Config) (int, error) {
+	if cfg.Tun.MTU != 0 {
+		return cfg.Tun.MTU, nil
+	}
+	mtu := 0
+	for _, ic := range cfg.Intercept {
+		link, err := netlink.LinkByName(ic.Iface)
+		if err != nil {
+			return 0, fmt.Errorf("intercept interface %s: %w", ic.Iface, err)
+		}
+		mtu = max(mtu, link.Attrs().MTU)
+	}
+	if mtu == 0 {
+		mtu = 1500
+	}
+	return mtu, nil
+}
+
+func steeringConfig(cfg *policy.Config) steering.Config {
+	sc := steering.Config{
+		TunName:  cfg.Tun.Name,
+		Table:    cfg.Steering.Table,
+		Priority: cfg.Steering.Priority,
+		Protocol: cfg.Steering.Protocol,
+	}
+	for _, ic := range cfg.Intercept {
+		sc.Intercepts = append(sc.Intercepts, steering.Intercept{Iface: ic.Iface, To: ic.To})
+	}
+	return sc
+}
+
+func notify(log *zap.Logger, state string) {
+	if _, err := sddaemon.SdNotify(false, state); err != nil {
+		log.Warn("sd_notify failed", zap.Error(err))
+	}
+}
+
+func monotonicUsec() int64 {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return ts.Sec*1e6 + ts.Nsec/1e3
+}

@@ -1,0 +1,337 @@
+// Package datapath is seqshiftd's packet loop: it reads batches from the TUN, classifies each
+// packet, finds or creates its flow, shifts its sequence numbers and writes the batch back.
+//
+// The whole per-packet story is in (*Engine).serve and (*Engine).handle. The datapath never
+// allocates per packet, never logs per packet (it counts instead) and never holds a lock across
+// a syscall; it never drops a packet it cannot parse unless the policy says so.
+package datapath
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/seqshiftd/seqshiftd/flowtable"
+	"github.com/seqshiftd/seqshiftd/policy"
+	"github.com/seqshiftd/seqshiftd/rewrite"
+	"github.com/seqshiftd/seqshiftd/tun"
+)
+
+// batchSize is how many packets one queue reads before writing them back. Larger batches
+// amortise the loop but delay the first packet; 32 matches what TUN readers commonly use.
+const batchSize = 32
+
+// Policy is the live policy and its generation, swapped as one value on reload.
+type Policy struct {
+	Config     *policy.Config
+	Generation uint64
+}
+
+// Engine runs the datapath over one TUN device with one goroutine per queue.
+type Engine struct {
+	dev    tun.Device
+	table  *flowtable.Table
+	log    *zap.Logger
+	policy atomic.Pointer[Policy]
+	queues []*Counters
+	warn   *rateLimiter
+}
+
+// New returns an engine for dev and table under the given policy.
+func New(dev tun.Device, table *flowtable.Table, p *Policy, log *zap.Logger) *Engine {
+	e := &Engine{
+		dev:    dev,
+		table:  table,
+		log:    log.Named("datapath"),
+		queues: make([]*Counters, dev.Queues()),
+		warn:   newRateLimiter(time.Minute),
+	}
+	for i := range e.queues {
+		e.queues[i] = new(Counters)
+	}
+	e.policy.Store(p)
+	return e
+}
+
+// SetPolicy makes p the policy for flows created from now on; live flows keep their offsets.
+func (e *Engine) SetPolicy(p *Policy) { e.policy.Store(p) }
+
+// Policy returns the policy in force.
+func (e *Engine) Policy() *Policy { return e.policy.Load() }
+
+// Run serves every queue until ctx is done or the device is closed, then returns.
+func (e *Engine) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	errs := make([]error, len(e.queues))
+	for q := range e.queues {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[q] = e.serve(ctx, q)
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// serve is one queue's loop: read a batch, handle each packet, write back what passes.
+func (e *Engine) serve(ctx context.Context, q int) error {
+	c := e.queues[q]
+	bufs := make([][]byte, batchSize)
+	for i := range bufs {
+		bufs[i] = make([]byte, tun.MaxPacket)
+	}
+	sizes := make([]int, batchSize)
+	out := make([][]byte, 0, batchSize)
+	offload := e.dev.Offload()
+	for ctx.Err() == nil {
+		n, err := e.dev.Read(q, bufs, sizes)
+		if err != nil {
+			if errors.Is(err, os.ErrClosed) || ctx.Err() != nil {
+				return nil
+			}
+			c.ReadErrors.Add(1)
+			if e.warn.allow("read") {
+				e.log.Warn("read from TUN failed", zap.Int("queue", q), zap.Error(err))
+			}
+			continue
+		}
+		out = out[:0]
+		pol := e.policy.Load()
+		for i := 0; i < n; i++ {
+			buf := bufs[i][:sizes[i]]
+			pkt, partial := buf, false
+			if offload {
+				if len(buf) < tun.HeaderLen {
+					c.ReadErrors.Add(1)
+					continue
+				}
+				pkt, partial = buf[tun.HeaderLen:], tun.PartialChecksum(buf)
+			}
+			if e.handle(c, pol, pkt, partial) {
+				out = append(out, buf)
+			}
+		}
+		if len(out) == 0 {
+			continue
+		}
+		if _, err := e.dev.Write(q, out); err != nil {
+			if errors.Is(err, os.ErrClosed) || ctx.Err() != nil {
+				return nil
+			}
+			c.WriteErrors.Add(1)
+			if e.warn.allow("write") {
+				e.log.Warn("write to TUN failed", zap.Int("queue", q), zap.Error(err))
+			}
+		}
+	}
+	return nil
+}
+
+// handle rewrites one packet in place and reports whether it is to be written back.
+func (e *Engine) handle(c *Counters, pol *Policy, pkt []byte, partial bool) bool {
+	var p rewrite.Packet
+	rewrite.Classify(pkt, &p)
+	switch p.Kind {
+	case rewrite.KindTCP:
+		return e.handleTCP(c, pol, pkt, &p, partial)
+	case rewrite.KindICMPQuotingTCP:
+		return e.handleICMP(c, pkt, &p)
+	case rewrite.KindMalformed:
+		c.Malformed[p.Reason].Add(1)
+		return pol.Config.Malformed != policy.MalformedDrop
+	default:
+		c.Passed[PassNotTCP].Add(1)
+		return true
+	}
+}
+
+func (e *Engine) handleTCP(c *Counters, pol *Policy, pkt []byte, p *rewrite.Packet, partial bool) bool {
+	src := netip.AddrPortFrom(p.Src, p.SrcPort)
+	dst := netip.AddrPortFrom(p.Dst, p.DstPort)
+	f, dir, ok := e.table.Lookup(src, dst)
+	switch {
+	case p.Flags&(rewrite.FlagSYN|rewrite.FlagACK) == rewrite.FlagSYN:
+		if !ok || !sameConnection(f, dir, p.Seq) {
+			var admitted bool
+			if f, admitted = e.admit(c, pol, src, dst, p); !admitted {
+				return pol.Config.Flows.WhenFull != policy.WhenFullDrop
+			}
+			dir = flowtable.ClientToServer
+		}
+	case !ok:
+		if f, dir, ok = e.adopt(c, pol, p, src, dst); !ok {
+			c.Passed[PassNoFlow].Add(1)
+			return true
+		}
+	case dir == flowtable.ServerToClient && p.Flags&(rewrite.FlagSYN|rewrite.FlagACK) == rewrite.FlagSYN|rewrite.FlagACK:
+		f.ResolveServerISN(p.Seq)
+	}
+	f.Observe(dir, p.Flags, p.PayloadLen)
+	if f.Exempt() != flowtable.ExemptNone {
+		c.Passed[PassExempt].Add(1)
+		return true
+	}
+	seqDelta, ackDelta := f.Offset(dir), -f.Offset(dir.Reverse())
+	if seqDelta == 0 && ackDelta == 0 {
+		c.Passed[PassZeroOffset].Add(1)
+		return true
+	}
+	if r := rewrite.Shift(pkt, p, seqDelta, ackDelta, partial); r != rewrite.ReasonNone {
+		c.Malformed[r].Add(1)
+		return pol.Config.Malformed != policy.MalformedDrop
+	}
+	c.Rewritten[dir].Packets.Add(1)
+	c.Rewritten[dir].Bytes.Add(uint64(len(pkt)))
+	return true
+}
+
+// sameConnection tells a retransmitted SYN (same client, same ISN, connection not closing) from
+// a new connection reusing the tuple, so that retransmits neither draw a new ISN nor advance a
+// `sequential` counter.
+func sameConnection(f *flowtable.Flow, dir flowtable.Dir, isn uint32) bool {
+	if dir != flowtable.ClientToServer || f.ClientISN() != isn {
+		return false
+	}
+	switch f.State() {
+	case flowtable.StateSynSent, flowtable.StateSynRecv, flowtable.StateEstablished:
+		return true
+	}
+	return false
+}
+
+// admit decides a new connection's offsets from the policy at its SYN and creates its flow.
+// Unmatched and exempt connections are tracked too, with zero offsets, so that a later reload
+// never starts shifting a connection that began unshifted.
+func (e *Engine) admit(c *Counters, pol *Policy, client, server netip.AddrPort, p *rewrite.Packet) (*flowtable.Flow, bool) {
+	in := flowtable.Init{ClientISN: p.Seq, Generation: pol.Generation}
+	rule := pol.Config.Match(client.Addr(), server.Addr(), server.Port())
+	switch {
+	case p.Auth != rewrite.AuthNone:
+		// RFC 2385 and RFC 5925 signatures cover the sequence numbers: shifting them would make
+		// every segment fail verification, so such flows pass untouched whatever the rule says.
+		in.Exempt = flowtable.ExemptTCPMD5
+		if p.Auth == rewrite.AuthAO {
+			in.Exempt = flowtable.ExemptTCPAO
+		}
+		if rule != nil {
+			in.Rule = rule.Name
+		}
+		if e.warn.allow("exempt") {
+			e.log.Info("connection exempt from rewriting",
+				zap.Stringer("client", client), zap.Stringer("server", server),
+				zap.Stringer("reason", in.Exempt), zap.String("rule", in.Rule))
+		}
+	case rule == nil:
+		in.Exempt = flowtable.ExemptNoRule
+	default:
+		in.Rule = rule.Name
+		abs, v := rule.Client.Plan(client, server)
+		in.ClientOffset = v
+		if abs {
+			in.ClientOffset = v - p.Seq
+		}
+		abs, v = rule.Server.Plan(server, client)
+		in.Server = flowtable.ServerPlan{Absolute: abs, Value: v}
+	}
+	f, err := e.table.Admit(client, server, in)
+	if err != nil {
+		c.Refused.Add(1)
+		if e.warn.allow("refused") {
+			e.log.Warn("flow table refused a new connection",
+				zap.Stringer("client", client), zap.Stringer("server", server), zap.Error(err))
+		}
+		return nil, false
+	}
+	c.Exempt[in.Exempt].Add(1)
+	return f, true
+}
+
+// adopt picks up, mid-stream, a connection whose SYN was never seen (a restart without a
+// snapshot, a second gateway taking over). Only rules whose both sides are stateless can do so:
+// their offsets do not depend on an ISN this gateway never saw.
+func (e *Engine) adopt(c *Counters, pol *Policy, p *rewrite.Packet, src, dst netip.AddrPort) (*flowtable.Flow, flowtable.Dir, bool) {
+	client, server, rule := pickUpRoles(pol.Config, src, dst)
+	if rule == nil || !rule.Client.Stateless() || !rule.Server.Stateless() || (rule.Client.Keep() && rule.Server.Keep()) {
+		return nil, 0, false
+	}
+	_, cOff := rule.Client.Plan(client, server)
+	_, sOff := rule.Server.Plan(server, client)
+	f, err := e.table.Adopt(client, server, flowtable.Init{
+		ClientOffset: cOff,
+		Server:       flowtable.ServerPlan{Value: sOff},
+		Rule:         rule.Name,
+		Generation:   pol.Generation,
+	})
+	if err != nil {
+		c.Refused.Add(1)
+		return nil, 0, false
+	}
+	c.Adopted.Add(1)
+	dir := flowtable.ClientToServer
+	if src != client {
+		dir = flowtable.ServerToClient
+	}
+	return f, dir, true
+}
+
+// pickUpRoles guesses which end of a connection seen mid-stream is the client. A rule that
+// matches only one orientation decides; when both match, the end with the lower port is taken
+// as the server, as services listen on low ports and clients use ephemeral ones.
+func pickUpRoles(cfg *policy.Config, src, dst netip.AddrPort) (client, server netip.AddrPort, rule *policy.Rule) {
+	fwd := cfg.Match(src.Addr(), dst.Addr(), dst.Port())
+	rev := cfg.Match(dst.Addr(), src.Addr(), src.Port())
+	switch {
+	case fwd != nil && (rev == nil || dst.Port() <= src.Port()):
+		return src, dst, fwd
+	case rev != nil:
+		return dst, src, rev
+	}
+	return src, dst, nil
+}
+
+// handleICMP translates the sequence numbers an ICMP error quotes back into the space of the
+// host receiving it: the quoted segment travelled the other way and was shifted on its way out.
+// Linux ignores a fragmentation-needed whose quoted seq is outside its send window, so without
+// this path-MTU discovery breaks for rewritten flows.
+func (e *Engine) handleICMP(c *Counters, pkt []byte, p *rewrite.Packet) bool {
+	src := netip.AddrPortFrom(p.Src, p.SrcPort)
+	dst := netip.AddrPortFrom(p.Dst, p.DstPort)
+	f, q, ok := e.table.Lookup(src, dst)
+	if !ok || f.Exempt() != flowtable.ExemptNone {
+		c.Passed[PassNoFlow].Add(1)
+		return true
+	}
+	seqDelta, ackDelta := -f.Offset(q), f.Offset(q.Reverse())
+	if seqDelta == 0 && ackDelta == 0 {
+		c.Passed[PassZeroOffset].Add(1)
+		return true
+	}
+	if r := rewrite.Shift(pkt, p, seqDelta, ackDelta, false); r != rewrite.ReasonNone {
+		c.Malformed[r].Add(1)
+		return true
+	}
+	c.ICMPTranslated.Add(1)
+	return true
+}
+
+// Counters sums every queue's counters into one value.
+func (e *Engine) Counters() CounterValues {
+	var v CounterValues
+	for _, c := range e.queues {
+		c.addTo(&v)
+	}
+	return v
+}
+
+// String describes the engine for logs.
+func (e *Engine) String() string {
+	return fmt.Sprintf("datapath on %s (%d queues, offload %t)", e.dev.Name(), len(e.queues), e.dev.Offload())
+}
