@@ -1,0 +1,320 @@
+// Package metrics exposes seqshiftd's counters to Prometheus on an HTTP /metrics endpoint.
+//
+// The datapath keeps its own plain counters; this package reads them only when Prometheus
+// scrapes, through a Snapshot the daemon fills. It must never cost the datapath anything per
+// packet: nothing here is called per packet, no Prometheus counter is incremented by the
+// datapath, and every label value comes from a fixed set (reasons, states, directions) or from
+// the configured rule names, so the number of series is bounded by the configuration.
+package metrics
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+)
+
+// Dir is a direction of a connection; its values match flowtable.Dir so the daemon can convert.
+type Dir uint8
+
+// Directions.
+const (
+	ClientToServer Dir = iota
+	ServerToClient
+)
+
+// String returns the direction's label value, "c2s" or "s2c" as in the flows listing.
+func (d Dir) String() string {
+	switch d {
+	case ClientToServer:
+		return "c2s"
+	case ServerToClient:
+		return "s2c"
+	}
+	return "unknown"
+}
+
+// RuleDir keys rewritten traffic by rule name and direction.
+type RuleDir struct {
+	Rule string
+	Dir  Dir
+}
+
+// Traffic is a packet and byte count. Packets are as read from the TUN (with offload a GSO
+// super-packet counts once); bytes are IP bytes, headers included.
+type Traffic struct {
+	Packets, Bytes uint64
+}
+
+// Snapshot is what the daemon reports at each scrape. Counters must only ever grow while the
+// daemon runs (Prometheus handles the reset at restart); a rule that disappears on reload may
+// simply be left out. Maps keyed by reason or state should list every value of their fixed set,
+// zeros included, so that rate() works from the first increment.
+type Snapshot struct {
+	// Version labels seqshiftd_build_info; empty leaves that metric out.
+	Version string
+
+	// Rewritten is traffic whose sequence numbers were shifted, per rule and direction.
+	Rewritten map[RuleDir]Traffic
+
+	// FlowsActive counts tracked flows by state (flowtable.State strings).
+	FlowsActive map[string]int
+	// FlowsCreated counts flows admitted at a SYN; FlowsAdopted those picked up mid-stream.
+	FlowsCreated, FlowsAdopted uint64
+	// FlowsExpired counts flows removed by their state's timeout; FlowsEvicted those removed
+	// early to make room; FlowsRefused new connections the full table could not admit.
+	FlowsExpired, FlowsEvicted, FlowsRefused uint64
+	// FlowsExempt counts flows admitted without rewriting, by reason (flowtable.Exempt strings
+	// other than none: no_rule, tcp_md5, tcp_ao, ...).
+	FlowsExempt map[string]uint64
+
+	// Malformed counts packets that could not be parsed or rewritten, by rewrite.Reason label.
+	Malformed map[string]uint64
+	// Passed counts packets written back untouched, by why (not_tcp, no_flow, exempt, ...).
+	Passed map[string]uint64
+	// ICMPTranslated counts ICMP errors whose quoted TCP sequence numbers were translated.
+	ICMPTranslated uint64
+
+	// ReloadsOK and ReloadsFailed count SIGHUP reloads by outcome.
+	ReloadsOK, ReloadsFailed uint64
+	// LastReloadFailed is true while the most recent reload has failed and the previous policy
+	// is still in force.
+	LastReloadFailed bool
+	// PolicyGeneration is the generation of the policy in force (1 at start, +1 per reload).
+	PolicyGeneration uint64
+
+	// ReadErrors and WriteErrors count failed TUN reads and writes.
+	ReadErrors, WriteErrors uint64
+}
+
+func desc(name, help string, labels ...string) *prometheus.Desc {
+	return prometheus.NewDesc("seqshiftd_"+name, help, labels, nil)
+}
+
+// The metric names follow https://prometheus.io/docs/practices/naming/: a seqshiftd_ prefix,
+// base units, _total on counters, and one metric with a label where the label values add up to
+// a meaningful total (all reasons a packet was passed, both outcomes of a reload).
+var (
+	descBuildInfo = desc("build_info",
+		"A metric with a constant value of 1 labelled with the running seqshiftd's version.", "version")
+	descRewrittenPackets = desc("rewritten_packets_total",
+		"Packets whose TCP sequence numbers were shifted, by rule and direction (c2s: from the client). With TUN offload a GSO super-packet counts once.",
+		"rule", "direction")
+	descRewrittenBytes = desc("rewritten_bytes_total",
+		"IP bytes of the packets whose TCP sequence numbers were shifted, by rule and direction.",
+		"rule", "direction")
+	descFlowsActive = desc("flows_active",
+		"TCP connections currently tracked, by state.", "state")
+	descFlowsCreated = desc("flows_created_total",
+		"TCP connections admitted to the flow table at their SYN.")
+	descFlowsAdopted = desc("flows_adopted_total",
+		"TCP connections picked up mid-stream under a stateless rule (their SYN was never seen).")
+	descFlowsExpired = desc("flows_expired_total",
+		"Tracked connections removed when their state's timeout ran out.")
+	descFlowsEvicted = desc("flows_evicted_total",
+		"Tracked connections removed early to make room for new ones.")
+	descFlowsRefused = desc("flows_refused_total",
+		"New TCP connections the flow table could not admit because it was full; they are handled per flows.when_full.")
+	descFlowsExempt = desc("flows_exempt_total",
+		"TCP connections tracked but never rewritten, by reason (no_rule: no rule matched; tcp_md5, tcp_ao: signed segments).",
+		"reason")
+	descMalformed = desc("malformed_packets_total",
+		"Packets that could not be parsed or rewritten, by reason; they are passed or dropped per the malformed setting.",
+		"reason")
+	descPassed = desc("passed_packets_total",
+		"Packets written back without a rewrite, by reason.", "reason")
+	descICMPTranslated = desc("icmp_translated_packets_total",
+		"ICMP errors quoting a rewritten TCP segment whose quoted sequence numbers were translated.")
+	descReloads = desc("config_reloads_total",
+		"Policy reloads (SIGHUP), by result (success, failure).", "result")
+	descLastReloadOK = desc("config_last_reload_successful",
+		"1 unless the most recent policy reload failed and the previous policy is still in force.")
+	descGeneration = desc("policy_generation",
+		"Generation of the policy in force: 1 at start, incremented by each successful reload.")
+	descDatapathErrors = desc("datapath_errors_total",
+		"Failed reads from and writes to the TUN device, by operation (read, write).", "op")
+)
+
+// defaultMinInterval is how long one Snapshot answers scrapes: filling it may walk the whole flow
+// table, so several Prometheus servers scraping at once must not multiply that cost.
+const defaultMinInterval = time.Second
+
+// collector turns Snapshots into metrics at scrape time.
+type collector struct {
+	source      func(*Snapshot)
+	minInterval time.Duration
+
+	mu    sync.Mutex // serialises calls to source and guards the cache
+	last  Snapshot
+	taken time.Time
+}
+
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{
+		descBuildInfo, descRewrittenPackets, descRewrittenBytes, descFlowsActive, descFlowsCreated,
+		descFlowsAdopted, descFlowsExpired, descFlowsEvicted, descFlowsRefused, descFlowsExempt,
+		descMalformed, descPassed, descICMPTranslated, descReloads, descLastReloadOK,
+		descGeneration, descDatapathErrors,
+	} {
+		ch <- d
+	}
+}
+
+// snapshot returns a recent Snapshot, asking the source at most once per minInterval. The
+// returned value's maps are never written again, so callers may read them without the lock.
+func (c *collector) snapshot() Snapshot {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.source != nil && (c.taken.IsZero() || time.Since(c.taken) >= c.minInterval) {
+		var s Snapshot
+		c.source(&s)
+		c.last, c.taken = s, time.Now()
+	}
+	return c.last
+}
+
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	s := c.snapshot()
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	if s.Version != "" {
+		gauge(descBuildInfo, 1, s.Version)
+	}
+	for k, t := range s.Rewritten {
+		counter(descRewrittenPackets, t.Packets, k.Rule, k.Dir.String())
+		counter(descRewrittenBytes, t.Bytes, k.Rule, k.Dir.String())
+	}
+	for state, n := range s.FlowsActive {
+		gauge(descFlowsActive, float64(n), state)
+	}
+	counter(descFlowsCreated, s.FlowsCreated)
+	counter(descFlowsAdopted, s.FlowsAdopted)
+	counter(descFlowsExpired, s.FlowsExpired)
+	counter(descFlowsEvicted, s.FlowsEvicted)
+	counter(descFlowsRefused, s.FlowsRefused)
+	for reason, n := range s.FlowsExempt {
+		counter(descFlowsExempt, n, reason)
+	}
+	for reason, n := range s.Malformed {
+		counter(descMalformed, n, reason)
+	}
+	for reason, n := range s.Passed {
+		counter(descPassed, n, reason)
+	}
+	counter(descICMPTranslated, s.ICMPTranslated)
+	counter(descReloads, s.ReloadsOK, "success")
+	counter(descReloads, s.ReloadsFailed, "failure")
+	lastOK := 1.0
+	if s.LastReloadFailed {
+		lastOK = 0
+	}
+	gauge(descLastReloadOK, lastOK)
+	gauge(descGeneration, float64(s.PolicyGeneration))
+	counter(descDatapathErrors, s.ReadErrors, "read")
+	counter(descDatapathErrors, s.WriteErrors, "write")
+}
+
+// Metrics is seqshiftd's Prometheus registry: its own, never the global default one, so that
+// nothing a library registers behind our back ends up on the endpoint.
+type Metrics struct {
+	reg       *prometheus.Registry
+	collector *collector
+}
+
+// New returns the metrics for a daemon whose counters source fills in at scrape time. source
+// gets a zero Snapshot each time and must fill it with maps of its own that it does not touch
+// afterwards (the Snapshot is shared by the scrapes of the next second). It must be safe to call
+// from an HTTP goroutine while the datapath runs; it is called at most once per second however
+// many scrapes arrive. A nil source exposes only the Go runtime and process metrics.
+func New(source func(*Snapshot)) *Metrics {
+	c := &collector{source: source, minInterval: defaultMinInterval}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		c,
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	return &Metrics{reg: reg, collector: c}
+}
+
+// Registry returns the registry, for tests and for registering further collectors.
+func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+// HTTP limits: a scrape is one small GET, so anything slower or bigger is a misbehaving client.
+const (
+	readHeaderTimeout = 5 * time.Second
+	scrapeTimeout     = 10 * time.Second
+	shutdownTimeout   = 5 * time.Second
+)
+
+// Handler returns the HTTP handler serving /metrics and a one-line index page at /.
+func (m *Metrics) Handler(log *zap.Logger) http.Handler {
+	metrics := promhttp.InstrumentMetricHandler(m.reg, promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{
+		ErrorLog:      zap.NewStdLog(log),
+		ErrorHandling: promhttp.ContinueOnError,
+		// Scrapes share one Snapshot per second anyway; this bounds goroutines and encoders.
+		MaxRequestsInFlight: 4,
+		Timeout:             scrapeTimeout,
+	}))
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", metrics)
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprintln(w, "seqshiftd: metrics at /metrics")
+	})
+	return mux
+}
+
+// Serve listens on addr (host:port) and serves the metrics until ctx is done, then shuts the
+// server down and returns nil. Any earlier failure, including to listen, is returned.
+func (m *Metrics) Serve(ctx context.Context, addr string, log *zap.Logger) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("metrics: listen on %s: %w", addr, err)
+	}
+	return m.ServeListener(ctx, ln, log)
+}
+
+// ServeListener is Serve on a listener the caller opened, e.g. to fail start-up early when the
+// address is taken. It closes ln.
+func (m *Metrics) ServeListener(ctx context.Context, ln net.Listener, log *zap.Logger) error {
+	srv := &http.Server{
+		Handler:           m.Handler(log),
+		ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout:       readHeaderTimeout,
+		WriteTimeout:      scrapeTimeout + 5*time.Second,
+		IdleTimeout:       time.Minute,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          zap.NewStdLog(log),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	log.Info("metrics endpoint listening", zap.Stringer("addr", ln.Addr()))
+	select {
+	case err := <-errc:
+		return fmt.Errorf("metrics: serve on %s: %w", ln.Addr(), err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	err := srv.Shutdown(sctx)
+	if serr := <-errc; !errors.Is(serr, http.ErrServerClosed) {
+		err = errors.Join(err, serr)
+	}
+	if err != nil {
+		return fmt.Errorf("metrics: shut down: %w", err)
+	}
+	return nil
+}
