@@ -49,7 +49,7 @@ type RuleDir struct {
 }
 
 // Traffic is a packet and byte count. Packets are as read from the TUN (with offload a GSO
-// super-packet counts once); bytes are IP bytes, headers included.
+// super-packet counts once); bytes are TCP payload bytes, what the application sent.
 type Traffic struct {
 	Packets, Bytes uint64
 }
@@ -106,10 +106,10 @@ var (
 	descBuildInfo = desc("build_info",
 		"A metric with a constant value of 1 labelled with the running seqshiftd's version.", "version")
 	descRewrittenPackets = desc("rewritten_packets_total",
-		"Packets whose TCP sequence numbers were shifted, by rule and direction (c2s: from the client). With TUN offload a GSO super-packet counts once.",
+		"Packets of rewritten flows, by rule and direction (c2s: from the client). With TUN offload a GSO super-packet counts once.",
 		"rule", "direction")
 	descRewrittenBytes = desc("rewritten_bytes_total",
-		"IP bytes of the packets whose TCP sequence numbers were shifted, by rule and direction.",
+		"TCP payload bytes of the packets whose sequence numbers were shifted, by rule and direction.",
 		"rule", "direction")
 	descFlowsActive = desc("flows_active",
 		"TCP connections currently tracked, by state.", "state")

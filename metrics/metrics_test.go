@@ -97,12 +97,12 @@ seqshiftd_passed_packets_total{reason="zero_offset"} 0
 # HELP seqshiftd_policy_generation Generation of the policy in force: 1 at start, incremented by each successful reload.
 # TYPE seqshiftd_policy_generation gauge
 seqshiftd_policy_generation 4
-# HELP seqshiftd_rewritten_bytes_total IP bytes of the packets whose TCP sequence numbers were shifted, by rule and direction.
+# HELP seqshiftd_rewritten_bytes_total TCP payload bytes of the packets whose sequence numbers were shifted, by rule and direction.
 # TYPE seqshiftd_rewritten_bytes_total counter
 seqshiftd_rewritten_bytes_total{direction="c2s",rule="legacy-plc"} 1500
 seqshiftd_rewritten_bytes_total{direction="c2s",rule="reproducible"} 1.125899906842624e+15
 seqshiftd_rewritten_bytes_total{direction="s2c",rule="legacy-plc"} 900
-# HELP seqshiftd_rewritten_packets_total Packets whose TCP sequence numbers were shifted, by rule and direction (c2s: from the client). With TUN offload a GSO super-packet counts once.
+# HELP seqshiftd_rewritten_packets_total Packets of rewritten flows, by rule and direction (c2s: from the client). With TUN offload a GSO super-packet counts once.
 # TYPE seqshiftd_rewritten_packets_total counter
 seqshiftd_rewritten_packets_total{direction="c2s",rule="legacy-plc"} 10
 seqshiftd_rewritten_packets_total{direction="c2s",rule="reproducible"} 1.099511627776e+12

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
 	"os"
 	"os/signal"
 	"runtime"
@@ -69,6 +70,7 @@ type daemon struct {
 	engine  *datapath.Engine
 	steer   steering.Config
 	metrics *metrics.Metrics
+	traffic *ruleTraffic
 
 	reloadMu      sync.Mutex
 	lastReloadErr string
@@ -85,7 +87,8 @@ func (d *daemon) run() error {
 		return err
 	}
 
-	d.table = flowtable.New(flowtable.Config{MaxFlows: cfg.Flows.Max, Timeouts: cfg.Flows.Timeouts})
+	d.traffic = newRuleTraffic()
+	d.table = flowtable.New(flowtable.Config{MaxFlows: cfg.Flows.Max, Timeouts: cfg.Flows.Timeouts, OnRemove: d.traffic.retire})
 	d.restoreState()
 
 	mtu, err := tunMTU(cfg)
@@ -121,11 +124,16 @@ func (d *daemon) run() error {
 	defer cancel()
 	var wg sync.WaitGroup
 	if cfg.MetricsListen != "" {
+		// Listen before READY=1 so that a taken address fails the start, not a later scrape.
+		ln, err := net.Listen("tcp", cfg.MetricsListen)
+		if err != nil {
+			return fmt.Errorf("metrics_listen: %w", err)
+		}
 		d.metrics = metrics.New(d.scrape)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := d.metrics.Serve(ctx, cfg.MetricsListen, log.Named("metrics")); err != nil {
+			if err := d.metrics.ServeListener(ctx, ln, log.Named("metrics")); err != nil {
 				log.Error("metrics endpoint stopped", zap.Error(err))
 			}
 		}()

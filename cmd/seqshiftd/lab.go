@@ -1,0 +1,35 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/seqshiftd/seqshiftd/lab"
+)
+
+// cmdLab runs the demonstration lab with this very binary as the daemon.
+func cmdLab(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("seqshiftd lab", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	keep := fs.Bool("keep", false, "leave the namespaces and the daemon running, and print how to poke at them")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	bin, err := os.Executable()
+	if err != nil {
+		fmt.Fprintln(stderr, "seqshiftd lab:", err)
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := lab.Run(ctx, lab.Options{Binary: bin, Keep: *keep, Out: stdout}); err != nil {
+		fmt.Fprintln(stderr, "seqshiftd lab:", err)
+		return 1
+	}
+	return 0
+}
