@@ -1,0 +1,199 @@
+package steering
+
+import (
+	"net"
+	"net/netip"
+	"os"
+	"runtime"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// These helpers mirror tun/ns_test.go (test helpers cannot be shared across packages).
+
+// setUpNetns moves the calling goroutine, locked to its OS thread, into a fresh network
+// namespace and returns it to the original one at cleanup (as vishvananda/netlink's
+// setUpNetlinkTest). Everything a test creates lives and dies in that namespace; the root
+// namespace is never touched. Sockets and netlink requests must be made from this goroutine.
+func setUpNetns(t testing.TB) netns.NsHandle {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("skipping: needs root (CAP_NET_ADMIN) for network namespaces and /dev/net/tun")
+	}
+	if _, err := os.Stat("/dev/net/tun"); err != nil {
+		t.Skipf("skipping: %v", err)
+	}
+	runtime.LockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		runtime.UnlockOSThread()
+		t.Fatalf("get current netns: %v", err)
+	}
+	ns, err := netns.New()
+	if err != nil {
+		orig.Close()
+		runtime.UnlockOSThread()
+		t.Fatalf("new netns: %v", err)
+	}
+	t.Cleanup(func() {
+		ns.Close()
+		if err := netns.Set(orig); err != nil {
+			// Leave the thread locked: the runtime then discards it with the goroutine rather
+			// than reusing a thread stuck in a test namespace.
+			t.Errorf("restore netns: %v", err)
+			return
+		}
+		orig.Close()
+		runtime.UnlockOSThread()
+	})
+	return ns
+}
+
+// newPeerNS makes another fresh namespace without leaving the current one; closed at cleanup.
+func newPeerNS(t testing.TB) netns.NsHandle {
+	t.Helper()
+	cur, err := netns.Get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cur.Close()
+	ns, err := netns.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := netns.Set(cur); err != nil {
+		t.Fatalf("back to test netns: %v", err)
+	}
+	t.Cleanup(func() { ns.Close() })
+	return ns
+}
+
+// inNS runs fn with the (locked) calling thread in ns, then switches back.
+func inNS(t testing.TB, ns netns.NsHandle, fn func()) {
+	t.Helper()
+	cur, err := netns.Get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cur.Close()
+	if err := netns.Set(ns); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := netns.Set(cur); err != nil {
+			panic("cannot return to test netns: " + err.Error())
+		}
+	}()
+	fn()
+}
+
+func writeSysctl(t testing.TB, path, value string) {
+	t.Helper()
+	if err := os.WriteFile("/proc/sys/"+path, []byte(value), 0o644); err != nil {
+		t.Fatalf("sysctl %s=%s: %v", path, value, err)
+	}
+}
+
+func mustLink(t testing.TB, h *netlink.Handle, name string) netlink.Link {
+	t.Helper()
+	l, err := h.LinkByName(name)
+	if err != nil {
+		t.Fatalf("link %s: %v", name, err)
+	}
+	return l
+}
+
+func addAddr(t testing.TB, h *netlink.Handle, link netlink.Link, p netip.Prefix) {
+	t.Helper()
+	a := &netlink.Addr{IPNet: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}}
+	if p.Addr().Is6() {
+		a.Flags = unix.IFA_F_NODAD // no second of DAD before the address is usable
+	}
+	if err := h.AddrAdd(link, a); err != nil {
+		t.Fatalf("addr %s on %s: %v", p, link.Attrs().Name, err)
+	}
+}
+
+func addDefaultVia(t testing.TB, h *netlink.Handle, gw netip.Addr, table int) {
+	t.Helper()
+	r := &netlink.Route{Gw: gw.AsSlice(), Table: table}
+	r.Family = netlink.FAMILY_V4
+	if gw.Is6() {
+		r.Family = netlink.FAMILY_V6
+	}
+	if err := h.RouteAdd(r); err != nil {
+		t.Fatalf("default via %s: %v", gw, err)
+	}
+}
+
+// lab is client -- gateway -- server: the calling goroutine's namespace is the gateway, with
+// a veth to each peer namespace; clients reach servers only by the gateway forwarding.
+//
+//	client 198.18.1.2/24 2001:2:1::2/64  c0 === gc  gateway  gs === s0  server 198.18.2.2/24 2001:2:2::2/64
+type lab struct {
+	client, server netns.NsHandle
+}
+
+var (
+	labClient4 = netip.MustParseAddr("198.18.1.2")
+	labServer4 = netip.MustParseAddr("198.18.2.2")
+	labClient6 = netip.MustParseAddr("2001:2:1::2")
+	labServer6 = netip.MustParseAddr("2001:2:2::2")
+)
+
+func newLab(t testing.TB) *lab {
+	t.Helper()
+	l := &lab{client: newPeerNS(t), server: newPeerNS(t)}
+	gw, err := netlink.NewHandle()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gw.Close()
+	writeSysctl(t, "net/ipv4/ip_forward", "1")
+	writeSysctl(t, "net/ipv6/conf/all/forwarding", "1")
+	writeSysctl(t, "net/ipv4/conf/all/rp_filter", "0")
+	// Link-local addresses are tentative for a second after link-up; the lab needs none of it.
+	for _, ns := range []netns.NsHandle{l.client, l.server} {
+		inNS(t, ns, func() { writeSysctl(t, "net/ipv6/conf/default/accept_dad", "0") })
+	}
+	writeSysctl(t, "net/ipv6/conf/default/accept_dad", "0")
+	for _, side := range []struct {
+		ns           netns.NsHandle
+		gwIf, peerIf string
+		gw4, peer4   string
+		gw6, peer6   string
+	}{
+		{l.client, "gc", "c0", "198.18.1.1", "198.18.1.2", "2001:2:1::1", "2001:2:1::2"},
+		{l.server, "gs", "s0", "198.18.2.1", "198.18.2.2", "2001:2:2::1", "2001:2:2::2"},
+	} {
+		veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: side.gwIf}, PeerName: side.peerIf, PeerNamespace: netlink.NsFd(side.ns)}
+		if err := gw.LinkAdd(veth); err != nil {
+			t.Fatalf("veth %s: %v", side.gwIf, err)
+		}
+		gl := mustLink(t, gw, side.gwIf)
+		addAddr(t, gw, gl, netip.PrefixFrom(netip.MustParseAddr(side.gw4), 24))
+		addAddr(t, gw, gl, netip.PrefixFrom(netip.MustParseAddr(side.gw6), 64))
+		if err := gw.LinkSetUp(gl); err != nil {
+			t.Fatal(err)
+		}
+		ph, err := netlink.NewHandleAt(side.ns)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pl := mustLink(t, ph, side.peerIf)
+		addAddr(t, ph, pl, netip.PrefixFrom(netip.MustParseAddr(side.peer4), 24))
+		addAddr(t, ph, pl, netip.PrefixFrom(netip.MustParseAddr(side.peer6), 64))
+		for _, l := range []netlink.Link{pl, mustLink(t, ph, "lo")} {
+			if err := ph.LinkSetUp(l); err != nil {
+				t.Fatal(err)
+			}
+		}
+		addDefaultVia(t, ph, netip.MustParseAddr(side.gw4), 0)
+		addDefaultVia(t, ph, netip.MustParseAddr(side.gw6), 0)
+		ph.Close()
+	}
+	return l
+}
