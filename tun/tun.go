@@ -10,10 +10,13 @@
 // write unchanged: seqshiftd rewrites sequence and acknowledgement numbers, never lengths, so the
 // segmentation and checksum instructions stay true.
 //
-// The device is opened with golang.org/x/sys/unix rather than a TUN library such as
-// songgao/water because water cannot set IFF_VNET_HDR (its flags are fixed at
-// IFF_TUN|IFF_NO_PI, plus IFF_MULTI_QUEUE) nor issue TUNSETVNETHDRSZ/TUNSETOFFLOAD, and its
-// blocking one-packet Read cannot drain a batch per wake-up.
+// The offload device is opened with golang.org/x/sys/unix because songgao/water cannot set
+// IFF_VNET_HDR (its flags are fixed at IFF_TUN|IFF_NO_PI, plus IFF_MULTI_QUEUE) nor issue
+// TUNSETVNETHDRSZ/TUNSETOFFLOAD; without them the kernel segments every super-packet before the
+// TUN and a bulk flow runs at a few percent of kernel forwarding. The plain device
+// (Offload false, for debugging and as the benchmark's baseline) is exactly what water opens,
+// so water opens it; its non-blocking file is then read in batches like the offload queues,
+// since water's own one-packet Read cannot drain a batch per wake-up.
 //
 // Each queue is its own /dev/net/tun file descriptor, non-blocking and registered with Go's
 // poller: Read waits once, then drains ready packets with plain read(2) calls until EAGAIN.
@@ -29,6 +32,7 @@ import (
 	"sync/atomic"
 	"syscall"
 
+	"github.com/songgao/water"
 	"github.com/vishvananda/netlink"
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
@@ -140,6 +144,9 @@ func Open(cfg Config, log *zap.Logger) (Device, error) {
 // openQueue attaches one queue. offload is set on the first queue only: the vnet header size
 // and the offload features belong to the device, not the queue.
 func openQueue(name string, flags uint16, offload bool) (*queue, string, error) {
+	if flags&unix.IFF_VNET_HDR == 0 {
+		return openPlainQueue(name)
+	}
 	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, "", fmt.Errorf("open /dev/net/tun: %w", err)
@@ -172,16 +179,47 @@ func openQueue(name string, flags uint16, offload bool) (*queue, string, error) 
 	}
 	// The fd is non-blocking, so os.NewFile registers it with the runtime poller: a Read parks
 	// the goroutine, not a thread, and Close wakes it.
-	f := os.NewFile(uintptr(fd), "/dev/net/tun")
+	q, err := newQueue(os.NewFile(uintptr(fd), "/dev/net/tun"))
+	if err != nil {
+		return nil, "", err
+	}
+	return q, ifr.Name(), nil
+}
+
+// openPlainQueue attaches one queue of a device without the virtio-net header, opened by water.
+func openPlainQueue(name string) (*queue, string, error) {
+	ifce, err := water.New(water.Config{
+		DeviceType:             water.TUN,
+		PlatformSpecificParams: water.PlatformSpecificParams{Name: name, MultiQueue: true},
+	})
+	if err != nil {
+		return nil, "", fmt.Errorf("water: %w", err)
+	}
+	// water opens /dev/net/tun non-blocking and wraps it in an *os.File, which the poller
+	// already knows; anything else would be a water change this package must hear about.
+	f, ok := ifce.ReadWriteCloser.(*os.File)
+	if !ok {
+		ifce.Close()
+		return nil, "", fmt.Errorf("water returned a %T, not an *os.File", ifce.ReadWriteCloser)
+	}
+	q, err := newQueue(f)
+	if err != nil {
+		return nil, "", err
+	}
+	return q, ifce.Name(), nil
+}
+
+// newQueue wraps an open, non-blocking TUN queue file.
+func newQueue(f *os.File) (*queue, error) {
 	rc, err := f.SyscallConn()
 	if err != nil {
 		f.Close()
-		return nil, "", err
+		return nil, err
 	}
 	q := &queue{f: f, rc: rc}
 	// Method values bound once: a closure built per call would allocate.
 	q.readFn, q.writeFn = q.readBatch, q.writeBatch
-	return q, ifr.Name(), nil
+	return q, nil
 }
 
 // configureLink sets the MTU and brings the link up. IPv6 address generation is switched off
