@@ -381,21 +381,27 @@ func report(w io.Writer, results []result) int {
 		}
 		cv, sv := r.clientView, r.serverView
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintf(tw, "\t\tclient's wire\tserver's wire\t\n")
-		row := func(what string, c, s uint32) {
-			mark := ""
-			if c != s {
-				mark = fmt.Sprintf("shifted %+d", int32(s-c))
+		fmt.Fprintf(tw, "\t\tclient's wire\t\tserver's wire\t\n")
+		// c2s: the client sent it and the server saw it; the shift is what seqshiftd added on
+		// the way, with the same sign as `seqshiftd flows` shows.
+		row := func(what string, c2s bool, c, s uint32) {
+			arrow, mark := "->", ""
+			d := s - c
+			if !c2s {
+				arrow, d = "<-", c-s
 			}
-			fmt.Fprintf(tw, "\t%s\t%d\t%d\t  %s\n", what, c, s, mark)
+			if d != 0 {
+				mark = fmt.Sprintf("shifted %+d", int32(d))
+			}
+			fmt.Fprintf(tw, "\t%s\t%d\t%s\t%d\t  %s\n", what, c, arrow, s, mark)
 		}
-		row("client ISN (SYN seq)", cv.synSeq, sv.synSeq)
-		row("server ISN (SYN-ACK seq)", cv.synAckSeq, sv.synAckSeq)
-		row("SYN-ACK ack", cv.synAckAck, sv.synAckAck)
-		row("first upload seq", cv.c2sSeq, sv.c2sSeq)
-		row("first upload ack", cv.c2sAck, sv.c2sAck)
-		row("first download seq", cv.s2cSeq, sv.s2cSeq)
-		row("first download ack", cv.s2cAck, sv.s2cAck)
+		row("client ISN (SYN seq)", true, cv.synSeq, sv.synSeq)
+		row("server ISN (SYN-ACK seq)", false, cv.synAckSeq, sv.synAckSeq)
+		row("SYN-ACK ack", false, cv.synAckAck, sv.synAckAck)
+		row("first upload seq", true, cv.c2sSeq, sv.c2sSeq)
+		row("first upload ack", true, cv.c2sAck, sv.c2sAck)
+		row("first download seq", false, cv.s2cSeq, sv.s2cSeq)
+		row("first download ack", false, cv.s2cAck, sv.s2cAck)
 		_ = tw.Flush()
 		ok := r.upOK && r.downOK && cv.seen > 0 && sv.seen > 0 &&
 			// Each end must see its own ISN acknowledged: the handshake is consistent.
