@@ -70,7 +70,12 @@ func Run(ctx context.Context, o Options) error {
 	if os.Geteuid() != 0 {
 		return errors.New("the lab needs root: it creates network namespaces, veth links and a TUN device")
 	}
-	name := "sslab" + strconv.Itoa(os.Getpid()%100000)
+	// Namespaces are named sslab-PID-..., so that a later run can tell and remove what a killed
+	// run left behind.
+	if gone, err := netlab.RemoveStale(namePrefix); err == nil && len(gone) > 0 {
+		fmt.Fprintf(o.Out, "removed namespaces left by an earlier, killed lab: %v\n", gone)
+	}
+	name := namePrefix + "-" + strconv.Itoa(os.Getpid())
 	l, err := netlab.New(netlab.Options{Name: name})
 	if err != nil {
 		return fmt.Errorf("build namespaces: %w", err)
@@ -94,7 +99,7 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	d, err := startDaemon(ctx, l, o.Binary, cfgPath, dir)
+	d, err := startDaemon(ctx, l, o.Binary, cfgPath, dir, o.Keep)
 	if err != nil {
 		return err
 	}
@@ -125,7 +130,10 @@ func Run(ctx context.Context, o Options) error {
 	return nil
 }
 
-const tunName = "seqlab0"
+const (
+	tunName    = "seqlab0"
+	namePrefix = "sslab"
+)
 
 func writeConfig(l *netlab.Lab, dir string) (string, error) {
 	tmpl, err := template.New("default.yaml").Option("missingkey=error").Parse(defaultPolicy)
@@ -157,7 +165,7 @@ type daemon struct {
 	done    chan struct{}
 }
 
-func startDaemon(ctx context.Context, l *netlab.Lab, bin, cfg, dir string) (*daemon, error) {
+func startDaemon(ctx context.Context, l *netlab.Lab, bin, cfg, dir string, keep bool) (*daemon, error) {
 	logPath := filepath.Join(dir, "seqshiftd.log")
 	logf, err := os.Create(logPath)
 	if err != nil {
@@ -168,6 +176,11 @@ func startDaemon(ctx context.Context, l *netlab.Lab, bin, cfg, dir string) (*dae
 	cmd := l.Gateway.Command(context.Background(), bin, "run", "-c", cfg)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if !keep {
+		// If the lab is killed outright, the daemon still gets its SIGTERM, removes its steering
+		// and exits, so the next run can remove the namespaces.
+		cmd.SysProcAttr.Pdeathsig = syscall.SIGTERM
+	}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		return nil, fmt.Errorf("start seqshiftd: %w", err)

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -593,4 +594,36 @@ func (d *decoder) side(n *yaml.Node, what string, key *isnKey) *Side {
 		side.key = key
 	}
 	return side
+}
+
+// LoadKeys reads the file at path but decodes only the named top-level keys, ignoring the rest:
+// the client commands (status, flows, teardown) need the control socket or the steering
+// numbers even when someone has just broken a rule, and a daemon still runs the old policy.
+// Errors in the named keys, and YAML syntax errors, are still reported.
+func LoadKeys(path string, keys ...string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	d := &decoder{file: path}
+	root, ok := d.document(data)
+	if !ok {
+		return nil, d.err()
+	}
+	cfg := Defaults()
+	cfg.Path = path
+	if root != nil && root.Kind == yaml.MappingNode {
+		kept := &yaml.Node{Kind: yaml.MappingNode, Tag: root.Tag, Line: root.Line, Column: root.Column}
+		for i := 0; i+1 < len(root.Content); i += 2 {
+			if slices.Contains(keys, root.Content[i].Value) {
+				kept.Content = append(kept.Content, root.Content[i], root.Content[i+1])
+			}
+		}
+		root = kept
+	}
+	d.config(cfg, root)
+	if err := d.err(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
 }

@@ -411,3 +411,28 @@ func TestLoad_Errors(t *testing.T) {
 		t.Errorf("got %v", err)
 	}
 }
+
+func TestLoadKeys_IgnoresBrokenRulesForClientCommands(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "s.yaml")
+	body := "control_socket: /run/x.sock\nsteering: {table: 100}\nrules:\n  - name: a\n    client_isn: fixed 4294967296\n"
+	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(path); err == nil {
+		t.Fatal("Load accepted a broken rule")
+	}
+	cfg, err := LoadKeys(path, "control_socket", "steering")
+	if err != nil {
+		t.Fatalf("LoadKeys: %v", err)
+	}
+	if cfg.ControlSocket != "/run/x.sock" || cfg.Steering.Table != 100 || len(cfg.Rules) != 0 {
+		t.Fatalf("got socket %q table %d rules %d", cfg.ControlSocket, cfg.Steering.Table, len(cfg.Rules))
+	}
+	if err := os.WriteFile(path, []byte("control_socket: [\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadKeys(path, "control_socket"); err == nil || !strings.Contains(err.Error(), "s.yaml:") {
+		t.Fatalf("syntax error not reported with its file: %v", err)
+	}
+}

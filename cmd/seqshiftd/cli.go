@@ -44,7 +44,9 @@ func loadForClient(name string, args []string, stderr io.Writer) (*policy.Config
 	if err := fs.Parse(args); err != nil {
 		return nil, false, false
 	}
-	cfg, err := policy.Load(*path)
+	// Only the control socket matters here: a file broken by an edit the daemon refused to
+	// reload must not stop anyone from asking the daemon what it runs.
+	cfg, err := policy.LoadKeys(*path, "control_socket")
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return nil, false, false
@@ -109,7 +111,9 @@ func cmdTeardown(args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	cfg, err := policy.Load(*path)
+	// Teardown needs only what identifies the installed steering; a broken rule elsewhere in
+	// the file must not keep anyone from removing it.
+	cfg, err := policy.LoadKeys(*path, "tun", "intercept", "steering", "control_socket")
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1

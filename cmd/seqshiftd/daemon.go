@@ -82,6 +82,11 @@ type daemon struct {
 func (d *daemon) run() error {
 	cfg := d.boot
 	log := d.log
+	// Signals first: a SIGHUP that arrives while starting (a script reloading as soon as the
+	// control socket answers) must be queued for the loop below, not kill the process.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
 	log.Info("starting", zap.String("version", buildVersion()), zap.String("config", d.path))
 	if err := cfg.LoadKey(true); err != nil {
 		return err
@@ -149,9 +154,6 @@ func (d *daemon) run() error {
 		engineDone <- d.engine.Run(ctx)
 	}()
 
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
-	defer signal.Stop(sigs)
 	notify(log, sddaemon.SdNotifyReady)
 	log.Info("running", zap.Stringer("datapath", d.engine), zap.Int("mtu", mtu),
 		zap.Int("flows_restored", d.table.Stats().Active))

@@ -25,6 +25,8 @@ func cmdLab(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "seqshiftd lab:", err)
 		return 1
 	}
+	// A closed stdout (`seqshiftd lab | head`) must not kill the lab before it cleans up.
+	signal.Ignore(syscall.SIGPIPE)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := lab.Run(ctx, lab.Options{Binary: bin, Keep: *keep, Out: stdout}); err != nil {
