@@ -1,0 +1,253 @@
+package flowtable
+
+import (
+	"net/netip"
+	"sync/atomic"
+	"time"
+)
+
+// Flow is one tracked TCP connection. A *Flow stays valid after the table removes it (expiry,
+// eviction, replacement): it is never reused, so a datapath goroutine still holding one only
+// updates a dead flow's counters. All methods are safe to call concurrently.
+//
+// The layout is deliberate: exactly 128 bytes, one allocator size class and two cache lines.
+// The first line holds what a lookup compares and what every packet reads (key, offsets,
+// state); the second what every packet writes (counters).
+type Flow struct {
+	// line 0: read per packet, written rarely
+	key      Key              // 40
+	hash     uint64           // the table's keyed hash of key: shard, home group, tag
+	off      [2]atomic.Uint32 // per Dir: added to that direction's sequence numbers
+	state    atomic.Uint32    // State | st* bits below
+	lastSeen atomic.Uint32    // Unix seconds, from the table's coarse clock
+
+	// line 1: counters (written per packet) and immutable fields
+	cnt       [2]dirCounters // per Dir
+	t         *Table         // for the coarse clock and the state gauges
+	rule      *ruleRef       // interned (rule, generation)
+	created   uint32         // Unix seconds
+	clientISN uint32
+	plan      uint32 // ServerPlan.Value, kept until the server's ISN resolves it
+	exempt    Exempt
+	bits      uint8 // fl* bits below
+	_         [2]byte
+}
+
+type dirCounters struct {
+	packets atomic.Uint64
+	bytes   atomic.Uint64
+}
+
+// ruleRef is the rule and policy generation a flow was created under, interned per shard so
+// that a flow spends one pointer on them instead of a string and a counter.
+type ruleRef struct {
+	name string
+	gen  uint64
+}
+
+// Bits of Flow.state beside the State in its low four bits. One word holds them all so that a
+// single compare-and-swap moves the state, and so that removal (stDead) and a state change
+// cannot both account for the same transition in the per-state gauges.
+const (
+	stMask     = 0x0f
+	stFinShift = 4      // bit 4: Dir of the first FIN
+	stClaimed  = 1 << 5 // ResolveServerISN won the race
+	stResolved = 1 << 6 // offset(s2c) stored
+	stDead     = 1 << 7 // removed from the table
+	stKeep     = stClaimed | stResolved | stDead
+)
+
+// Bits of Flow.bits, fixed at creation.
+const (
+	flClientHigher = 1 << 0 // the client is the key's higher endpoint
+	flAbsolute     = 1 << 1 // ServerPlan.Absolute
+)
+
+// Key returns the flow's normalised key.
+func (f *Flow) Key() Key { return f.key }
+
+// Client returns the endpoint that sent the first SYN (or was taken as the client on pick-up).
+func (f *Flow) Client() netip.AddrPort {
+	if f.bits&flClientHigher != 0 {
+		return f.key.higher().addrPort()
+	}
+	return f.key.lower().addrPort()
+}
+
+// Server returns the endpoint the client connected to.
+func (f *Flow) Server() netip.AddrPort {
+	if f.bits&flClientHigher != 0 {
+		return f.key.lower().addrPort()
+	}
+	return f.key.higher().addrPort()
+}
+
+// ClientISN returns the sequence number of the SYN that created the flow (0 if adopted).
+func (f *Flow) ClientISN() uint32 { return f.clientISN }
+
+// State returns the connection's TCP state.
+func (f *Flow) State() State { return State(f.state.Load() & stMask) }
+
+// Exempt returns why the flow must not be rewritten, ExemptNone if it must.
+func (f *Flow) Exempt() Exempt { return f.exempt }
+
+// Offset returns what is added to the sequence numbers of segments travelling in direction d
+// (and, negated, to the acknowledgment numbers of the other direction). Offset(ServerToClient)
+// is 0 until ResolveServerISN when the server plan is absolute.
+func (f *Flow) Offset(d Dir) uint32 { return f.off[d&1].Load() }
+
+// Rule returns the name of the rule that set the offsets, "" if none.
+func (f *Flow) Rule() string { return f.rule.name }
+
+// Generation returns the policy generation the rule came from.
+func (f *Flow) Generation() uint64 { return f.rule.gen }
+
+// Counters returns the packets and payload bytes seen in direction d.
+func (f *Flow) Counters(d Dir) Counters {
+	c := &f.cnt[d&1]
+	return Counters{Packets: c.packets.Load(), Bytes: c.bytes.Load()}
+}
+
+// Created returns when the flow was created (one-second resolution, wall clock).
+func (f *Flow) Created() time.Time { return time.Unix(int64(f.created), 0) }
+
+// LastSeen returns when a segment of the flow was last observed (one-second resolution, wall
+// clock; a restored flow keeps the time from before the restart).
+func (f *Flow) LastSeen() time.Time { return time.Unix(int64(f.lastSeen.Load()), 0) }
+
+// String describes the flow for logs: "CLIENT->SERVER state".
+func (f *Flow) String() string {
+	return f.Client().String() + "->" + f.Server().String() + " " + f.State().String()
+}
+
+// removed reports whether the table no longer holds the flow.
+func (f *Flow) removed() bool { return f.state.Load()&stDead != 0 }
+
+// ResolveServerISN fixes the server-to-client offset from the server's ISN, seen in its
+// SYN-ACK, when the server plan is absolute (offset = Value - isn). The first call wins: a
+// retransmitted SYN-ACK carries the same ISN, and a different one must not move an offset the
+// client may already have seen applied. Without an absolute plan it does nothing.
+func (f *Flow) ResolveServerISN(isn uint32) {
+	if f.bits&flAbsolute == 0 {
+		return
+	}
+	for {
+		old := f.state.Load()
+		if old&stClaimed != 0 {
+			return
+		}
+		if f.state.CompareAndSwap(old, old|stClaimed) {
+			break
+		}
+	}
+	f.off[ServerToClient].Store(f.plan - isn)
+	// Published after the offset so that a snapshot which sees stResolved also sees the offset.
+	f.state.Or(stResolved)
+}
+
+// Observe accounts one segment travelling in direction d with the given TCP flags and payload
+// length: it advances the state machine, the direction's counters and the last-seen time. It
+// takes no lock and does not allocate; counters are atomics on the flow, which one core
+// mostly serves, and last-seen is written at most once per second.
+func (f *Flow) Observe(d Dir, flags uint8, payloadLen int) {
+	d &= 1
+	c := &f.cnt[d]
+	c.packets.Add(1)
+	if payloadLen > 0 {
+		c.bytes.Add(uint64(payloadLen))
+	}
+	if now := f.t.coarse.Load(); f.lastSeen.Load() != now {
+		f.lastSeen.Store(now)
+	}
+	for {
+		old := f.state.Load()
+		next := transition(old, d, flags, payloadLen)
+		if next == old || old&stDead != 0 {
+			return
+		}
+		if f.state.CompareAndSwap(old, next) {
+			if from, to := State(old&stMask), State(next&stMask); from != to {
+				g := &f.t.shardOf(f.hash).states
+				g[from].Add(-1)
+				g[to].Add(1)
+			}
+			return
+		}
+	}
+}
+
+// transition is the state machine: the state word after a segment in direction d. It follows
+// the shape of Linux conntrack's tcp_conntracks table (RST over SYN over FIN over ACK), but as
+// it sees no sequence numbers it decides "this ACK acknowledges that FIN" by direction: an ACK
+// from the other side after a FIN. Two departures from conntrack, both because a rewriter
+// that forgets a live connection breaks it while a firewall merely re-learns it:
+//   - data after an RST revives the flow (the RST may have been out of window and ignored by
+//     the receiver, e.g. a blind-reset attempt);
+//   - a half-closed connection (close_wait) keeps a long timeout (see the package comment).
+func transition(old uint32, d Dir, flags uint8, payloadLen int) uint32 {
+	st := State(old & stMask)
+	fin1 := Dir(old>>stFinShift) & 1
+	if st == StateClose && payloadLen > 0 && flags&(FlagRST|FlagSYN) == 0 {
+		st = StateEstablished
+	}
+	switch {
+	case flags&FlagRST != 0:
+		st = StateClose
+	case flags&FlagSYN != 0:
+		// A SYN-ACK, or the server's own SYN in a simultaneous open. SYNs in later states are
+		// retransmits or a new connection on the tuple, which the datapath turns into Admit.
+		if st == StateSynSent && d == ServerToClient {
+			st = StateSynRecv
+		}
+	case flags&FlagFIN != 0:
+		switch st {
+		case StateSynRecv, StateEstablished:
+			st, fin1 = StateFinWait, d
+		case StateFinWait, StateCloseWait:
+			if d != fin1 {
+				st = StateLastAck // the second FIN (its ACK flag also acknowledges the first)
+			}
+		}
+	case flags&FlagACK != 0:
+		switch st {
+		case StateSynRecv:
+			st = StateEstablished
+		case StateFinWait:
+			if d != fin1 {
+				st = StateCloseWait
+			}
+		case StateLastAck:
+			if d == fin1 {
+				st = StateTimeWait // the first closer acknowledges the second FIN
+			}
+		}
+	}
+	return old&stKeep | uint32(fin1)<<stFinShift | uint32(st)
+}
+
+// stateSet is a set of states, bit s for State s.
+type stateSet uint16
+
+const (
+	anyState       stateSet = 1<<NumStates - 1
+	embryonicSet   stateSet = 1<<StateSynSent | 1<<StateSynRecv
+	evictClosedSet stateSet = 1<<StateTimeWait | 1<<StateClose
+)
+
+func (m stateSet) has(s State) bool { return m&(1<<s) != 0 }
+
+// kill marks the flow removed if its current state is in ok, and moves it out of the state
+// gauges. It reports whether it did; a flow that changed state in the meantime (an embryonic
+// flow completing its handshake as it is chosen for eviction) is left alone.
+func (f *Flow) kill(ok stateSet) bool {
+	for {
+		old := f.state.Load()
+		if old&stDead != 0 || !ok.has(State(old&stMask)) {
+			return false
+		}
+		if f.state.CompareAndSwap(old, old|stDead) {
+			f.t.shardOf(f.hash).states[old&stMask].Add(-1)
+			return true
+		}
+	}
+}
