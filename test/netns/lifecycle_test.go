@@ -36,9 +36,6 @@ func TestReload_SIGHUPMidTransfer(t *testing.T) {
 	if !ok {
 		t.Fatal("first flow not listed")
 	}
-	// seqshiftd installs its SIGHUP handler during start-up; give it a moment past readiness
-	// (see the report: status can answer before signal.Notify runs).
-	time.Sleep(300 * time.Millisecond)
 	done := startStream(p, streamOpts{C2S: 6 << 20, S2C: 6 << 20, Rate: 3 << 20, Timeout: 30 * time.Second})
 
 	const reloads = 25
@@ -82,7 +79,8 @@ func TestReload_SIGHUPMidTransfer(t *testing.T) {
 	}
 
 	// A broken file: the old policy stays, the error is visible.
-	e.writeRaw(e.configText(e.config) + "\nthis is: [not valid\n")
+	// The rule is broken, not the YAML: the CLI can still find the control socket in it.
+	e.writeRaw(e.configText(e.config) + "  - name: broken\n    client_isn: fixed 4294967296\n")
 	if err := d.signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
@@ -105,8 +103,9 @@ func TestReload_SIGHUPMidTransfer(t *testing.T) {
 	}
 	// What an operator sees who runs status with the broken file itself (the CLI reads the
 	// control socket's path from it).
-	out, code := e.cliWith(e.cfg, "status")
-	t.Logf("`seqshiftd status -c BROKEN` exits %d:\n%s", code, out)
+	if out, code := e.cliWith(e.cfg, "status"); code != 0 || !strings.Contains(out, "4294967296") {
+		t.Errorf("`seqshiftd status -c BROKEN` exits %d and does not show the reload error:\n%s", code, out)
+	}
 	p3 := e.connect(t, srv, nil)
 	if h3 := cs.handshake(t, p3.client); h3.ServerSYN.Seq != last {
 		t.Errorf("new flow after a broken reload: server saw ISN %d, want the old policy's %d", h3.ServerSYN.Seq, last)

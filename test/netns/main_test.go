@@ -78,6 +78,7 @@ type config struct {
 	OnStop    string // fail-closed (default) or restore
 	Malformed string // pass (default) or drop
 	Rules     string // the rules: list, YAML, indented by two spaces per item
+	Metrics   string // metrics_listen (empty: off)
 }
 
 var tunSeq atomic.Uint32
@@ -140,12 +141,13 @@ isn_key_file: %s/isn.key
 log: {level: debug, format: json}
 on_stop: %s
 malformed: %s
+metrics_listen: "%s"
 rules:
 %s
 `, e.t.Name(), e.tun, c.Offload,
 		l.GatewayClientIface, l.ServerPrefix4, l.ServerPrefix6,
 		l.GatewayServerIface, l.ClientPrefix4, l.ClientPrefix6,
-		e.dir, e.dir, e.dir, onStop, malformed, c.Rules)
+		e.dir, e.dir, e.dir, onStop, malformed, c.Metrics, c.Rules)
 }
 
 // writeConfig replaces the config file atomically, so a reload never reads half a file.

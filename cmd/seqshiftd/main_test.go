@@ -1,0 +1,85 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+func runCLI(args ...string) (code int, stdout, stderr string) {
+	var out, errb bytes.Buffer
+	code = dispatch(args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func TestCheck_AnnotatedExampleIsValid(t *testing.T) {
+	code, out, errs := runCLI("check", "-c", "../../deploy/seqshiftd.yaml")
+	if code != 0 {
+		t.Fatalf("check exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errs)
+	}
+	if !regexp.MustCompile(`seqshiftd\.yaml: ok \(\d+ rules\)`).MatchString(out) {
+		t.Errorf("no summary line:\n%s", out)
+	}
+}
+
+func TestCheck_BrokenFileExitsOneWithPosition(t *testing.T) {
+	for name, body := range map[string]string{
+		"unknown key":    "tun: {mut: 1500}\n",
+		"bad number":     "rules:\n  - name: a\n    client_isn: fixed 4294967296\n",
+		"inverted range": "rules:\n  - name: a\n    client_isn: range 900-100\n",
+		"bad port":       "rules:\n  - name: a\n    match: {server_ports: [70000]}\n",
+		"duplicate rule": "rules:\n  - name: a\n  - name: a\n",
+		"bad prefix":     "intercept:\n  - iface: eth0\n    to: [198.18.300.0/24]\n",
+		"syntax":         "rules: [\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "bad.yaml")
+			if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			code, out, errs := runCLI("check", "-c", path)
+			if code != 1 {
+				t.Fatalf("exit %d, want 1\nstdout:\n%s\nstderr:\n%s", code, out, errs)
+			}
+			if !regexp.MustCompile(regexp.QuoteMeta(path) + `:\d+:\d+: `).MatchString(errs) {
+				t.Errorf("error lacks FILE:LINE:COL:\n%s", errs)
+			}
+		})
+	}
+}
+
+func TestCheck_MissingInterfaceIsAWarningNotAnError(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "w.yaml")
+	body := "intercept:\n  - iface: nosuchif0\n    to: [198.18.2.0/24]\n"
+	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errs := runCLI("check", "-c", path)
+	if code != 0 || !strings.Contains(errs, "warning") || !strings.Contains(errs, "nosuchif0") {
+		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errs)
+	}
+}
+
+func TestStatus_NoDaemonExitsOne(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "s.yaml")
+	if err := os.WriteFile(path, []byte("control_socket: "+filepath.Join(dir, "c.sock")+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errs := runCLI("status", "-c", path)
+	if code != 1 || !strings.Contains(errs, "not running") {
+		t.Fatalf("status without a daemon: exit %d, stderr %q", code, errs)
+	}
+}
+
+func TestDispatch_UsageAndVersion(t *testing.T) {
+	if code, _, errs := runCLI("frobnicate"); code != 2 || !strings.Contains(errs, "usage") {
+		t.Errorf("unknown command: exit %d, stderr %q", code, errs)
+	}
+	if code, out, _ := runCLI("version"); code != 0 || !strings.HasPrefix(out, "seqshiftd ") {
+		t.Errorf("version: exit %d, %q", code, out)
+	}
+}
