@@ -25,6 +25,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/seqshiftd/seqshiftd/tun"
+
+	"github.com/seqshiftd/seqshiftd/internal/nstest"
 )
 
 func TestConfig_RejectsInvalid(t *testing.T) {
@@ -79,7 +81,7 @@ func TestConfig_Defaults(t *testing.T) {
 // ic0 and ic1, peers left dangling in the same namespace) and an open seqshiftd TUN.
 func gateway(t *testing.T) tun.Device {
 	t.Helper()
-	setUpNetns(t)
+	nstest.SetUp(t)
 	ip(t, "link", "set", "lo", "up")
 	for _, name := range []string{"ic0", "ic1"} {
 		ip(t, "link", "add", name, "type", "veth", "peer", "name", name+"p")
@@ -146,10 +148,10 @@ func dump(t testing.TB) string {
 
 func TestInstall_RulesRoutesAndSysctls(t *testing.T) {
 	gateway(t)
-	writeSysctl(t, "net/ipv4/conf/sst0/rp_filter", "1")
-	writeSysctl(t, "net/ipv4/conf/all/rp_filter", "1")
-	writeSysctl(t, "net/ipv4/ip_forward", "0")
-	writeSysctl(t, "net/ipv6/conf/all/forwarding", "0")
+	nstest.WriteSysctl(t, "net/ipv4/conf/sst0/rp_filter", "1")
+	nstest.WriteSysctl(t, "net/ipv4/conf/all/rp_filter", "1")
+	nstest.WriteSysctl(t, "net/ipv4/ip_forward", "0")
+	nstest.WriteSysctl(t, "net/ipv6/conf/all/forwarding", "0")
 	cfg := testConfig()
 	cfg.Intercepts = append(cfg.Intercepts, Intercept{Iface: "ic9", To: []netip.Prefix{netip.MustParsePrefix("198.19.0.0/16")}})
 
@@ -251,11 +253,11 @@ func TestInstall_RulesRoutesAndSysctls(t *testing.T) {
 
 func TestInstall_SetsTunForwardingAndIPv6(t *testing.T) {
 	gateway(t)
-	writeSysctl(t, "net/ipv4/ip_forward", "1")
-	writeSysctl(t, "net/ipv6/conf/all/forwarding", "1")
-	writeSysctl(t, "net/ipv4/conf/all/rp_filter", "2")
-	writeSysctl(t, "net/ipv4/conf/sst0/forwarding", "0")
-	writeSysctl(t, "net/ipv6/conf/sst0/disable_ipv6", "1")
+	nstest.WriteSysctl(t, "net/ipv4/ip_forward", "1")
+	nstest.WriteSysctl(t, "net/ipv6/conf/all/forwarding", "1")
+	nstest.WriteSysctl(t, "net/ipv4/conf/all/rp_filter", "2")
+	nstest.WriteSysctl(t, "net/ipv4/conf/sst0/forwarding", "0")
+	nstest.WriteSysctl(t, "net/ipv6/conf/sst0/disable_ipv6", "1")
 	rep, err := Install(testConfig(), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -341,7 +343,7 @@ func TestInstall_IsIdempotentAndReplacesOnlyLeftovers(t *testing.T) {
 
 func TestInstall_FailClosedWhenTunVanishes(t *testing.T) {
 	d := gateway(t)
-	writeSysctl(t, "net/ipv4/ip_forward", "1")
+	nstest.WriteSysctl(t, "net/ipv4/ip_forward", "1")
 	cfg := testConfig()
 	if _, err := Install(cfg, nil); err != nil {
 		t.Fatal(err)
@@ -507,9 +509,9 @@ func (r *e2eRelay) count(pkt []byte) {
 }
 
 // echo serves one line per connection back to its sender.
-func echoServer(t *testing.T, l *lab, addr netip.Addr) string {
+func echoServer(t *testing.T, l *nstest.Lab, addr netip.Addr) string {
 	var ln net.Listener
-	inNS(t, l.server, func() {
+	nstest.In(t, l.Server, func() {
 		var err error
 		if ln, err = net.Listen("tcp", netip.AddrPortFrom(addr, 0).String()); err != nil {
 			t.Fatal(err)
@@ -532,12 +534,12 @@ func echoServer(t *testing.T, l *lab, addr netip.Addr) string {
 }
 
 // exchange connects from the client namespace and echoes a message through addr.
-func exchange(t *testing.T, l *lab, addr string, timeout time.Duration) error {
+func exchange(t *testing.T, l *nstest.Lab, addr string, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	var c net.Conn
 	var err error
-	inNS(t, l.client, func() {
+	nstest.In(t, l.Client, func() {
 		var d net.Dialer
 		c, err = d.DialContext(ctx, "tcp", addr)
 	})
@@ -563,9 +565,9 @@ func exchange(t *testing.T, l *lab, addr string, timeout time.Duration) error {
 
 // portUnreachable sends a UDP datagram to a closed port of the server and waits for the ICMP
 // error to come back to the client as ECONNREFUSED.
-func portUnreachable(t *testing.T, l *lab, server netip.Addr) error {
+func portUnreachable(t *testing.T, l *nstest.Lab, server netip.Addr) error {
 	var c net.Conn
-	inNS(t, l.client, func() {
+	nstest.In(t, l.Client, func() {
 		var err error
 		if c, err = net.Dial("udp", netip.AddrPortFrom(server, 9).String()); err != nil {
 			t.Fatal(err)
@@ -591,8 +593,8 @@ func portUnreachable(t *testing.T, l *lab, server netip.Addr) error {
 // TCP and the ICMP errors about it cross the TUN both ways; without the TUN the blackhole
 // drops intercepted TCP; after Remove the kernel forwards it directly again.
 func TestSteering_EndToEnd(t *testing.T) {
-	setUpNetns(t)
-	l := newLab(t)
+	nstest.SetUp(t)
+	l := nstest.NewLab(t)
 	d, err := tun.Open(tun.Config{Name: "sst0", Queues: 2, Offload: true}, zaptest.NewLogger(t))
 	if err != nil {
 		t.Fatal(err)
@@ -611,7 +613,7 @@ func TestSteering_EndToEnd(t *testing.T) {
 		t.Errorf("warnings: %q", rep.Warnings)
 	}
 
-	addr4, addr6 := echoServer(t, l, labServer4), echoServer(t, l, labServer6)
+	addr4, addr6 := echoServer(t, l, nstest.Server4), echoServer(t, l, nstest.Server6)
 	for _, addr := range []string{addr4, addr6} {
 		if err := exchange(t, l, addr, 10*time.Second); err != nil {
 			t.Fatalf("through the TUN to %s: %v", addr, err)
@@ -620,7 +622,7 @@ func TestSteering_EndToEnd(t *testing.T) {
 	if r.tcp4.Load() < 4 || r.tcp6.Load() < 4 {
 		t.Errorf("relay saw %d IPv4 and %d IPv6 TCP packets; the connections bypassed the TUN", r.tcp4.Load(), r.tcp6.Load())
 	}
-	for _, srv := range []netip.Addr{labServer4, labServer6} {
+	for _, srv := range []netip.Addr{nstest.Server4, nstest.Server6} {
 		if err := portUnreachable(t, l, srv); err != nil {
 			t.Errorf("ICMP error from %s: %v", srv, err)
 		}

@@ -19,6 +19,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"go.uber.org/zap/zaptest"
 	"golang.org/x/sys/unix"
+
+	"github.com/seqshiftd/seqshiftd/internal/nstest"
 )
 
 func TestPartialChecksum(t *testing.T) {
@@ -56,7 +58,7 @@ func TestOpen_RejectsBadConfig(t *testing.T) {
 func TestOpen_CreatesMultiQueueLink(t *testing.T) {
 	for _, offload := range []bool{false, true} {
 		t.Run(fmt.Sprintf("offload=%v", offload), func(t *testing.T) {
-			setUpNetns(t)
+			nstest.SetUp(t)
 			d, err := Open(Config{Name: "sst%d", MTU: 1400, Queues: 2, Offload: offload}, zaptest.NewLogger(t))
 			if err != nil {
 				t.Fatal(err)
@@ -97,7 +99,7 @@ func TestOpen_CreatesMultiQueueLink(t *testing.T) {
 }
 
 func TestOpen_RejectsExistingName(t *testing.T) {
-	setUpNetns(t)
+	nstest.SetUp(t)
 	d, err := Open(Config{Name: "sst0"}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -115,7 +117,7 @@ func TestOpen_RejectsExistingName(t *testing.T) {
 }
 
 func TestClose_UnblocksReadersAndDeletesLink(t *testing.T) {
-	setUpNetns(t)
+	nstest.SetUp(t)
 	d, err := Open(Config{Name: "sst0", Queues: 2, Offload: true}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -157,7 +159,7 @@ func TestClose_UnblocksReadersAndDeletesLink(t *testing.T) {
 }
 
 func TestRead_DeletedInterfaceIsErrDeviceGone(t *testing.T) {
-	setUpNetns(t)
+	nstest.SetUp(t)
 	d, err := Open(Config{Name: "sst0"}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -282,10 +284,10 @@ func (r *relay) inspect(buf []byte, family int) {
 
 // transfer sends size bytes from client to server over conns connections at once and checks
 // that every byte arrived, in order.
-func transfer(t testing.TB, l *lab, server netip.Addr, conns, size int) {
+func transfer(t testing.TB, l *nstest.Lab, server netip.Addr, conns, size int) {
 	t.Helper()
 	var ln net.Listener
-	inNS(t, l.server, func() {
+	nstest.In(t, l.Server, func() {
 		var err error
 		if ln, err = net.Listen("tcp", netip.AddrPortFrom(server, 0).String()); err != nil {
 			t.Fatal(err)
@@ -314,7 +316,7 @@ func transfer(t testing.TB, l *lab, server netip.Addr, conns, size int) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cs := make([]net.Conn, conns)
-	inNS(t, l.client, func() {
+	nstest.In(t, l.Client, func() {
 		var d net.Dialer
 		for i := range cs {
 			c, err := d.DialContext(ctx, "tcp", ln.Addr().String())
@@ -365,14 +367,14 @@ func TestRelay_TCPThroughTUN(t *testing.T) {
 		offload bool
 		server  netip.Addr
 	}{
-		{"plain/v4", false, labServer4},
-		{"plain/v6", false, labServer6},
-		{"offload/v4", true, labServer4},
-		{"offload/v6", true, labServer6},
+		{"plain/v4", false, nstest.Server4},
+		{"plain/v6", false, nstest.Server6},
+		{"offload/v4", true, nstest.Server4},
+		{"offload/v6", true, nstest.Server6},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			setUpNetns(t)
-			l := newLab(t)
+			nstest.SetUp(t)
+			l := nstest.NewLab(t)
 			const mtu = 1500
 			d, err := Open(Config{Name: "sst0", MTU: mtu, Queues: 2, Offload: tc.offload}, zaptest.NewLogger(t))
 			if err != nil {
@@ -434,7 +436,7 @@ func TestReadWrite_ZeroAllocs(t *testing.T) {
 	}
 	for _, offload := range []bool{false, true} {
 		t.Run(fmt.Sprintf("offload=%v", offload), func(t *testing.T) {
-			setUpNetns(t)
+			nstest.SetUp(t)
 			d, err := Open(Config{Name: "sst0", Offload: offload}, nil)
 			if err != nil {
 				t.Fatal(err)
@@ -473,7 +475,7 @@ func TestReadWrite_ZeroAllocs(t *testing.T) {
 }
 
 func TestRead_DrainsABatch(t *testing.T) {
-	setUpNetns(t)
+	nstest.SetUp(t)
 	d, err := Open(Config{Name: "sst0", Offload: true}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -515,8 +517,8 @@ func TestRead_DrainsABatch(t *testing.T) {
 func BenchmarkRelay_TCP(b *testing.B) {
 	for _, mode := range []string{"kernel", "tun-plain", "tun-offload"} {
 		b.Run(mode, func(b *testing.B) {
-			setUpNetns(b)
-			l := newLab(b)
+			nstest.SetUp(b)
+			l := nstest.NewLab(b)
 			if mode != "kernel" {
 				d, err := Open(Config{Name: "sst0", Queues: 2, Offload: mode == "tun-offload"}, nil)
 				if err != nil {
@@ -526,9 +528,9 @@ func BenchmarkRelay_TCP(b *testing.B) {
 				startRelay(b, d, 4)
 			}
 			var ln net.Listener
-			inNS(b, l.server, func() {
+			nstest.In(b, l.Server, func() {
 				var err error
-				if ln, err = net.Listen("tcp", netip.AddrPortFrom(labServer4, 0).String()); err != nil {
+				if ln, err = net.Listen("tcp", netip.AddrPortFrom(nstest.Server4, 0).String()); err != nil {
 					b.Fatal(err)
 				}
 			})
@@ -545,7 +547,7 @@ func BenchmarkRelay_TCP(b *testing.B) {
 				received <- n
 			}()
 			var c net.Conn
-			inNS(b, l.client, func() {
+			nstest.In(b, l.Client, func() {
 				var err error
 				if c, err = net.Dial("tcp", ln.Addr().String()); err != nil {
 					b.Fatal(err)

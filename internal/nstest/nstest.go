@@ -1,4 +1,8 @@
-package steering
+// Package nstest gives tests a network namespace of their own: a fresh namespace per test for
+// the calling goroutine (as vishvananda/netlink's setUpNetlinkTest), peer namespaces, and a
+// client -- gateway -- server veth topology. It must never touch the root namespace: every
+// object it makes lives in a namespace that dies with the test.
+package nstest
 
 import (
 	"net"
@@ -12,13 +16,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// These helpers mirror tun/ns_test.go (test helpers cannot be shared across packages).
-
-// setUpNetns moves the calling goroutine, locked to its OS thread, into a fresh network
+// SetUp moves the calling goroutine, locked to its OS thread, into a fresh network
 // namespace and returns it to the original one at cleanup (as vishvananda/netlink's
 // setUpNetlinkTest). Everything a test creates lives and dies in that namespace; the root
 // namespace is never touched. Sockets and netlink requests must be made from this goroutine.
-func setUpNetns(t testing.TB) netns.NsHandle {
+func SetUp(t testing.TB) netns.NsHandle {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("skipping: needs root (CAP_NET_ADMIN) for network namespaces and /dev/net/tun")
@@ -52,8 +54,8 @@ func setUpNetns(t testing.TB) netns.NsHandle {
 	return ns
 }
 
-// newPeerNS makes another fresh namespace without leaving the current one; closed at cleanup.
-func newPeerNS(t testing.TB) netns.NsHandle {
+// NewPeer makes another fresh namespace without leaving the current one; closed at cleanup.
+func NewPeer(t testing.TB) netns.NsHandle {
 	t.Helper()
 	cur, err := netns.Get()
 	if err != nil {
@@ -71,8 +73,8 @@ func newPeerNS(t testing.TB) netns.NsHandle {
 	return ns
 }
 
-// inNS runs fn with the (locked) calling thread in ns, then switches back.
-func inNS(t testing.TB, ns netns.NsHandle, fn func()) {
+// In runs fn with the (locked) calling thread in ns, then switches back.
+func In(t testing.TB, ns netns.NsHandle, fn func()) {
 	t.Helper()
 	cur, err := netns.Get()
 	if err != nil {
@@ -90,14 +92,16 @@ func inNS(t testing.TB, ns netns.NsHandle, fn func()) {
 	fn()
 }
 
-func writeSysctl(t testing.TB, path, value string) {
+// WriteSysctl sets /proc/sys/PATH in the calling thread's namespace.
+func WriteSysctl(t testing.TB, path, value string) {
 	t.Helper()
 	if err := os.WriteFile("/proc/sys/"+path, []byte(value), 0o644); err != nil {
 		t.Fatalf("sysctl %s=%s: %v", path, value, err)
 	}
 }
 
-func mustLink(t testing.TB, h *netlink.Handle, name string) netlink.Link {
+// MustLink returns the link called name.
+func MustLink(t testing.TB, h *netlink.Handle, name string) netlink.Link {
 	t.Helper()
 	l, err := h.LinkByName(name)
 	if err != nil {
@@ -106,7 +110,8 @@ func mustLink(t testing.TB, h *netlink.Handle, name string) netlink.Link {
 	return l
 }
 
-func addAddr(t testing.TB, h *netlink.Handle, link netlink.Link, p netip.Prefix) {
+// AddAddr adds p to link, without IPv6 DAD.
+func AddAddr(t testing.TB, h *netlink.Handle, link netlink.Link, p netip.Prefix) {
 	t.Helper()
 	a := &netlink.Addr{IPNet: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}}
 	if p.Addr().Is6() {
@@ -117,7 +122,8 @@ func addAddr(t testing.TB, h *netlink.Handle, link netlink.Link, p netip.Prefix)
 	}
 }
 
-func addDefaultVia(t testing.TB, h *netlink.Handle, gw netip.Addr, table int) {
+// AddDefaultVia adds a default route via gw in table (0: main).
+func AddDefaultVia(t testing.TB, h *netlink.Handle, gw netip.Addr, table int) {
 	t.Helper()
 	r := &netlink.Route{Gw: gw.AsSlice(), Table: table}
 	r.Family = netlink.FAMILY_V4
@@ -129,53 +135,55 @@ func addDefaultVia(t testing.TB, h *netlink.Handle, gw netip.Addr, table int) {
 	}
 }
 
-// lab is client -- gateway -- server: the calling goroutine's namespace is the gateway, with
+// Lab is client -- gateway -- server: the calling goroutine's namespace is the gateway, with
 // a veth to each peer namespace; clients reach servers only by the gateway forwarding.
 //
 //	client 198.18.1.2/24 2001:2:1::2/64  c0 === gc  gateway  gs === s0  server 198.18.2.2/24 2001:2:2::2/64
-type lab struct {
-	client, server netns.NsHandle
+type Lab struct {
+	Client, Server netns.NsHandle
 }
 
+// The lab's client and server addresses.
 var (
-	labClient4 = netip.MustParseAddr("198.18.1.2")
-	labServer4 = netip.MustParseAddr("198.18.2.2")
-	labClient6 = netip.MustParseAddr("2001:2:1::2")
-	labServer6 = netip.MustParseAddr("2001:2:2::2")
+	Client4 = netip.MustParseAddr("198.18.1.2")
+	Server4 = netip.MustParseAddr("198.18.2.2")
+	Client6 = netip.MustParseAddr("2001:2:1::2")
+	Server6 = netip.MustParseAddr("2001:2:2::2")
 )
 
-func newLab(t testing.TB) *lab {
+// NewLab builds the topology around the calling goroutine's namespace, the gateway.
+func NewLab(t testing.TB) *Lab {
 	t.Helper()
-	l := &lab{client: newPeerNS(t), server: newPeerNS(t)}
+	l := &Lab{Client: NewPeer(t), Server: NewPeer(t)}
 	gw, err := netlink.NewHandle()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer gw.Close()
-	writeSysctl(t, "net/ipv4/ip_forward", "1")
-	writeSysctl(t, "net/ipv6/conf/all/forwarding", "1")
-	writeSysctl(t, "net/ipv4/conf/all/rp_filter", "0")
+	WriteSysctl(t, "net/ipv4/ip_forward", "1")
+	WriteSysctl(t, "net/ipv6/conf/all/forwarding", "1")
+	WriteSysctl(t, "net/ipv4/conf/all/rp_filter", "0")
 	// Link-local addresses are tentative for a second after link-up; the lab needs none of it.
-	for _, ns := range []netns.NsHandle{l.client, l.server} {
-		inNS(t, ns, func() { writeSysctl(t, "net/ipv6/conf/default/accept_dad", "0") })
+	for _, ns := range []netns.NsHandle{l.Client, l.Server} {
+		In(t, ns, func() { WriteSysctl(t, "net/ipv6/conf/default/accept_dad", "0") })
 	}
-	writeSysctl(t, "net/ipv6/conf/default/accept_dad", "0")
+	WriteSysctl(t, "net/ipv6/conf/default/accept_dad", "0")
 	for _, side := range []struct {
 		ns           netns.NsHandle
 		gwIf, peerIf string
 		gw4, peer4   string
 		gw6, peer6   string
 	}{
-		{l.client, "gc", "c0", "198.18.1.1", "198.18.1.2", "2001:2:1::1", "2001:2:1::2"},
-		{l.server, "gs", "s0", "198.18.2.1", "198.18.2.2", "2001:2:2::1", "2001:2:2::2"},
+		{l.Client, "gc", "c0", "198.18.1.1", "198.18.1.2", "2001:2:1::1", "2001:2:1::2"},
+		{l.Server, "gs", "s0", "198.18.2.1", "198.18.2.2", "2001:2:2::1", "2001:2:2::2"},
 	} {
 		veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: side.gwIf}, PeerName: side.peerIf, PeerNamespace: netlink.NsFd(side.ns)}
 		if err := gw.LinkAdd(veth); err != nil {
 			t.Fatalf("veth %s: %v", side.gwIf, err)
 		}
-		gl := mustLink(t, gw, side.gwIf)
-		addAddr(t, gw, gl, netip.PrefixFrom(netip.MustParseAddr(side.gw4), 24))
-		addAddr(t, gw, gl, netip.PrefixFrom(netip.MustParseAddr(side.gw6), 64))
+		gl := MustLink(t, gw, side.gwIf)
+		AddAddr(t, gw, gl, netip.PrefixFrom(netip.MustParseAddr(side.gw4), 24))
+		AddAddr(t, gw, gl, netip.PrefixFrom(netip.MustParseAddr(side.gw6), 64))
 		if err := gw.LinkSetUp(gl); err != nil {
 			t.Fatal(err)
 		}
@@ -183,16 +191,16 @@ func newLab(t testing.TB) *lab {
 		if err != nil {
 			t.Fatal(err)
 		}
-		pl := mustLink(t, ph, side.peerIf)
-		addAddr(t, ph, pl, netip.PrefixFrom(netip.MustParseAddr(side.peer4), 24))
-		addAddr(t, ph, pl, netip.PrefixFrom(netip.MustParseAddr(side.peer6), 64))
-		for _, l := range []netlink.Link{pl, mustLink(t, ph, "lo")} {
+		pl := MustLink(t, ph, side.peerIf)
+		AddAddr(t, ph, pl, netip.PrefixFrom(netip.MustParseAddr(side.peer4), 24))
+		AddAddr(t, ph, pl, netip.PrefixFrom(netip.MustParseAddr(side.peer6), 64))
+		for _, l := range []netlink.Link{pl, MustLink(t, ph, "lo")} {
 			if err := ph.LinkSetUp(l); err != nil {
 				t.Fatal(err)
 			}
 		}
-		addDefaultVia(t, ph, netip.MustParseAddr(side.gw4), 0)
-		addDefaultVia(t, ph, netip.MustParseAddr(side.gw6), 0)
+		AddDefaultVia(t, ph, netip.MustParseAddr(side.gw4), 0)
+		AddDefaultVia(t, ph, netip.MustParseAddr(side.gw6), 0)
 		ph.Close()
 	}
 	return l
