@@ -37,32 +37,33 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// loadForClient reads only what a client subcommand needs (the socket path) from the file.
-func loadForClient(name string, args []string, stderr io.Writer) (*policy.Config, bool, bool) {
+// dialDaemon parses a client command's flags, reads the control socket's path from the file
+// and connects. code is the exit code to return when c is nil.
+func dialDaemon(name string, args []string, stderr io.Writer) (c *control.Client, asJSON bool, code int) {
 	fs, path := newFlags(name, stderr)
-	asJSON := fs.Bool("json", false, "print JSON")
+	jsonFlag := fs.Bool("json", false, "print JSON")
 	if err := fs.Parse(args); err != nil {
-		return nil, false, false
+		return nil, false, 2
 	}
 	// Only the control socket matters here: a file broken by an edit the daemon refused to
 	// reload must not stop anyone from asking the daemon what it runs.
 	cfg, err := policy.LoadKeys(*path, "control_socket")
 	if err != nil {
 		fmt.Fprintln(stderr, err)
-		return nil, false, false
+		return nil, false, 1
 	}
-	return cfg, *asJSON, true
+	c, err = control.Dial(cfg.ControlSocket, controlTimeout)
+	if err != nil {
+		fmt.Fprintln(stderr, "seqshiftd:", err)
+		return nil, false, 1
+	}
+	return c, *jsonFlag, 0
 }
 
 func cmdStatus(args []string, stdout, stderr io.Writer) int {
-	cfg, asJSON, ok := loadForClient("status", args, stderr)
-	if !ok {
-		return 2
-	}
-	c, err := control.Dial(cfg.ControlSocket, controlTimeout)
-	if err != nil {
-		fmt.Fprintln(stderr, "seqshiftd:", err)
-		return 1
+	c, asJSON, code := dialDaemon("status", args, stderr)
+	if c == nil {
+		return code
 	}
 	defer c.Close()
 	st, err := c.Status()
@@ -77,6 +78,7 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 	} else {
 		control.WriteStatus(stdout, st)
 	}
+	// A health check: running is not enough, the steering must be in place.
 	if !st.Steering {
 		return 1
 	}
@@ -84,16 +86,12 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 }
 
 func cmdFlows(args []string, stdout, stderr io.Writer) int {
-	cfg, asJSON, ok := loadForClient("flows", args, stderr)
-	if !ok {
-		return 2
-	}
-	c, err := control.Dial(cfg.ControlSocket, controlTimeout)
-	if err != nil {
-		fmt.Fprintln(stderr, "seqshiftd:", err)
-		return 1
+	c, asJSON, code := dialDaemon("flows", args, stderr)
+	if c == nil {
+		return code
 	}
 	defer c.Close()
+	var err error
 	if asJSON {
 		err = control.WriteFlowsJSON(stdout, c.Flows)
 	} else {
