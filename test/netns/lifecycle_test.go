@@ -2,6 +2,7 @@ package netns_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -239,4 +240,46 @@ func diffLines(want, got []string) string {
 		}
 	}
 	return b.String()
+}
+
+// TestKeyed_CrashWithoutStateIsPickedUpMidStream: a keyed rule needs no memory. The daemon is
+// killed outright (no final snapshot) and its state file removed, as after a crash on a box
+// whose disk was lost, or a standby gateway taking over; the restarted daemon picks the flow up
+// from its next segment with the same offsets, and the transfer completes intact.
+func TestKeyed_CrashWithoutStateIsPickedUpMidStream(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, netlab.Options{}, config{Offload: true, Rules: `
+  - name: keyed
+    match: {server_ports: [9003]}
+    client_isn: keyed
+    server_isn: keyed`})
+	d := e.start()
+	srv := e.listen(t, true, 9003, nil)
+	p := e.connect(t, srv, nil)
+	done := startStream(p, streamOpts{C2S: 6 << 20, S2C: 6 << 20, Rate: 3 << 20, Timeout: 45 * time.Second})
+	time.Sleep(500 * time.Millisecond)
+	before, ok := findFlow(e.flows(t), p.client)
+	if !ok || before.OffsetC2S == 0 || before.OffsetS2C == 0 {
+		t.Fatalf("keyed flow before the crash: %+v (found %t)", before, ok)
+	}
+
+	if err := d.signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-d.exited
+	if err := os.Remove(e.dir + "/flows.state"); err != nil && !errors.Is(err, os.ErrNotExist) {
+		t.Fatal(err)
+	}
+	e.start()
+
+	if err := <-done; err != nil {
+		t.Fatalf("transfer across a crash without state: %v", err)
+	}
+	after, ok := findFlow(e.flows(t), p.client)
+	if !ok || after.OffsetC2S != before.OffsetC2S || after.OffsetS2C != before.OffsetS2C {
+		t.Errorf("picked-up flow: before %+v, after %+v (found %t)", before, after, ok)
+	}
+	if st, _ := e.status(t); st.Counters["flows_adopted"] < 1 {
+		t.Errorf("flows_adopted = %d, want the flow picked up mid-stream", st.Counters["flows_adopted"])
+	}
 }
