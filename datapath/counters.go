@@ -49,6 +49,7 @@ type Counters struct {
 	Exempt         [flowtable.NumExempt]atomic.Uint64
 	Refused        atomic.Uint64
 	Adopted        atomic.Uint64
+	Restarted      atomic.Uint64
 	ReadErrors     atomic.Uint64
 	WriteErrors    atomic.Uint64
 	_              [64]byte
@@ -64,6 +65,7 @@ type CounterValues struct {
 	Exempt           [flowtable.NumExempt]uint64
 	Refused          uint64
 	Adopted          uint64
+	Restarted        uint64
 	ReadErrors       uint64
 	WriteErrors      uint64
 }
@@ -85,6 +87,7 @@ func (c *Counters) addTo(v *CounterValues) {
 	}
 	v.Refused += c.Refused.Load()
 	v.Adopted += c.Adopted.Load()
+	v.Restarted += c.Restarted.Load()
 	v.ReadErrors += c.ReadErrors.Load()
 	v.WriteErrors += c.WriteErrors.Load()
 }

@@ -172,6 +172,9 @@ func (e *Engine) handleTCP(c *Counters, pol *Policy, pkt []byte, p *rewrite.Pack
 			return true
 		}
 	case dir == flowtable.ServerToClient && p.Flags&(rewrite.FlagSYN|rewrite.FlagACK) == rewrite.FlagSYN|rewrite.FlagACK:
+		if restarted(f, p.Ack) {
+			f = e.restart(c, pol, f, p.Ack)
+		}
 		f.ResolveServerISN(p.Seq)
 	}
 	f.Observe(dir, p.Flags, p.PayloadLen)
@@ -193,18 +196,63 @@ func (e *Engine) handleTCP(c *Counters, pol *Policy, pkt []byte, p *rewrite.Pack
 	return true
 }
 
-// sameConnection tells a retransmitted SYN (same client, same ISN, connection not closing) from
-// a new connection reusing the tuple, so that retransmits neither draw a new ISN nor advance a
-// `sequential` counter.
+// sameConnection tells a SYN that belongs to the tracked connection from one that starts a new
+// connection on the same tuple (port reuse after a close), so that retransmitted SYNs neither
+// draw a new ISN nor advance a `sequential` counter.
+//
+// A SYN on an established connection is never taken as a new connection by itself: the tuple
+// is all an off-path sender needs to forge one, and the endpoint answers it with a challenge ACK
+// (RFC 5961) and carries on, which it could not if the offsets had changed underneath. The SYN
+// passes with the connection's offsets; if the server answers it with a SYN-ACK, the connection
+// really was restarted and handleTCP re-admits it then (see restarted), as conntrack resyncs on
+// the SYN-ACK of a SYN it ignored.
 func sameConnection(f *flowtable.Flow, dir flowtable.Dir, isn uint32) bool {
-	if dir != flowtable.ClientToServer || f.ClientISN() != isn {
-		return false
-	}
 	switch f.State() {
-	case flowtable.StateSynSent, flowtable.StateSynRecv, flowtable.StateEstablished:
+	case flowtable.StateEstablished:
 		return true
+	case flowtable.StateSynSent, flowtable.StateSynRecv:
+		return dir == flowtable.ClientToServer && f.ClientISN() == isn
 	}
 	return false
+}
+
+// restarted reports whether a SYN-ACK (ack in the server's view) answers a SYN other than the
+// one that opened the established flow f: the server accepted a new connection on the tuple
+// while the old one was still tracked (the client crashed and reused its port, or the flow was
+// restored or picked up long after its own handshake). A retransmitted SYN-ACK of f's own
+// handshake acknowledges f's client ISN and is not a restart.
+func restarted(f *flowtable.Flow, ack uint32) bool {
+	return f.State() == flowtable.StateEstablished && ack-1-f.Offset(flowtable.ClientToServer) != f.ClientISN()
+}
+
+// restart replaces f by a new connection whose SYN the server has just answered. The server
+// already saw that SYN shifted by f's client offset, so the new flow keeps it; the server's ISN
+// is still to be shown to the client, so its side follows the policy in force.
+func (e *Engine) restart(c *Counters, pol *Policy, f *flowtable.Flow, ack uint32) *flowtable.Flow {
+	client, server := f.Client(), f.Server()
+	cOff := f.Offset(flowtable.ClientToServer)
+	in := flowtable.Init{
+		ClientOffset: cOff,
+		ClientISN:    ack - 1 - cOff,
+		Rule:         f.Rule(),
+		Generation:   pol.Generation,
+		Exempt:       f.Exempt(),
+	}
+	if in.Exempt == flowtable.ExemptNone {
+		if rule := pol.Config.Match(client.Addr(), server.Addr(), server.Port()); rule != nil {
+			abs, v := rule.Server.Plan(server, client)
+			in.Server = flowtable.ServerPlan{Absolute: abs, Value: v}
+		}
+	}
+	nf, err := e.table.Admit(client, server, in)
+	if err != nil {
+		// No room: keep shifting with the old flow, which at least keeps both ends consistent.
+		c.Refused.Add(1)
+		return f
+	}
+	nf.Observe(flowtable.ClientToServer, rewrite.FlagSYN, 0)
+	c.Restarted.Add(1)
+	return nf
 }
 
 // admit decides a new connection's offsets from the policy at its SYN and creates its flow.

@@ -206,7 +206,7 @@ func TestHandshakeAndDataShiftBothWays(t *testing.T) {
 	}
 }
 
-func TestRetransmittedSYNKeepsOffsetNewISNIsNewConnection(t *testing.T) {
+func TestRetransmittedSYNKeepsItsOffset(t *testing.T) {
 	e, table := testEngine(t, "")
 	first := decode(t, run(t, e, segment{src: client4, dst: server4, seq: 555, syn: true}.bytes(t)))
 	again := decode(t, run(t, e, segment{src: client4, dst: server4, seq: 555, syn: true}.bytes(t)))
@@ -215,6 +215,81 @@ func TestRetransmittedSYNKeepsOffsetNewISNIsNewConnection(t *testing.T) {
 	}
 	if st := table.Stats(); st.Created != 1 {
 		t.Fatalf("created %d flows for a retransmitted SYN, want 1", st.Created)
+	}
+}
+
+// establish runs a full handshake of the plc rule (client ISN shown as 1000) and returns the
+// client's and the server's ISNs.
+func establish(t *testing.T, e *Engine, clientISN, serverISN uint32) {
+	t.Helper()
+	run(t, e, segment{src: client4, dst: server4, seq: clientISN, syn: true}.bytes(t))
+	run(t, e, segment{src: server4, dst: client4, seq: serverISN, ack: 1001, syn: true, ackFlag: true}.bytes(t))
+	run(t, e, segment{src: client4, dst: server4, seq: clientISN + 1, ack: serverISN + 1, ackFlag: true}.bytes(t))
+	if f, _, _ := e.table.Lookup(client4, server4); f == nil || f.State() != flowtable.StateEstablished {
+		t.Fatalf("handshake did not establish the flow: %v", f)
+	}
+}
+
+func TestSYNOnEstablishedFlowKeepsItsOffsets(t *testing.T) {
+	e, table := testEngine(t, "")
+	establish(t, e, 5000, 9000)
+	// A SYN with another ISN on the established tuple (forged, RFC 5961): shifted with the
+	// connection's offsets, not a new flow.
+	d := decode(t, run(t, e, segment{src: client4, dst: server4, seq: 777777, syn: true}.bytes(t)))
+	if want := uint32(777777 - 5000 + 1000); d.seq != want {
+		t.Fatalf("SYN on an established flow: server saw seq %d, want %d (old offset)", d.seq, want)
+	}
+	// The server's challenge ACK leaves the connection as it was.
+	d = decode(t, run(t, e, segment{src: server4, dst: client4, seq: 9001, ack: 1001, ackFlag: true}.bytes(t)))
+	if d.ack != 5001 {
+		t.Fatalf("challenge ACK reached the client acking %d, want 5001", d.ack)
+	}
+	if st := table.Stats(); st.Created != 1 {
+		t.Fatalf("%d flows created, want 1: a SYN replaced an established flow", st.Created)
+	}
+	d = decode(t, run(t, e, segment{src: client4, dst: server4, seq: 5001, ack: 9001, ackFlag: true, payload: []byte("x")}.bytes(t)))
+	if d.seq != 1001 {
+		t.Fatalf("data after the forged SYN: server saw seq %d, want 1001", d.seq)
+	}
+}
+
+func TestRestartedConnectionIsReadmittedOnItsSYNACK(t *testing.T) {
+	e, table := testEngine(t, "")
+	establish(t, e, 5000, 9000)
+	// The client crashed and reconnects from the same port with a new ISN; the server has
+	// forgotten the old connection and answers with a SYN-ACK.
+	syn := decode(t, run(t, e, segment{src: client4, dst: server4, seq: 40000, syn: true}.bytes(t)))
+	synack := decode(t, run(t, e, segment{src: server4, dst: client4, seq: 123, ack: syn.seq + 1, syn: true, ackFlag: true}.bytes(t)))
+	if synack.ack != 40001 || synack.seq != 123 {
+		t.Fatalf("client saw SYN-ACK seq %d ack %d, want 123 (keep) and 40001", synack.seq, synack.ack)
+	}
+	d := decode(t, run(t, e, segment{src: client4, dst: server4, seq: 40001, ack: 124, ackFlag: true, payload: []byte("x")}.bytes(t)))
+	if d.seq != syn.seq+1 || d.ack != 124 {
+		t.Fatalf("data of the restarted connection: server saw seq %d ack %d, want %d 124", d.seq, d.ack, syn.seq+1)
+	}
+	if st := table.Stats(); st.Created != 2 {
+		t.Fatalf("%d flows created, want 2", st.Created)
+	}
+	if got := e.Counters().Restarted; got != 1 {
+		t.Fatalf("restarted counter %d, want 1", got)
+	}
+	// A retransmitted SYN-ACK of the new handshake is not another restart.
+	run(t, e, segment{src: server4, dst: client4, seq: 123, ack: syn.seq + 1, syn: true, ackFlag: true}.bytes(t))
+	if got := e.Counters().Restarted; got != 1 {
+		t.Fatalf("a retransmitted SYN-ACK counted as a restart (%d)", got)
+	}
+}
+
+func TestPortReuseAfterCloseIsANewConnection(t *testing.T) {
+	e, table := testEngine(t, "")
+	establish(t, e, 5000, 9000)
+	run(t, e, segment{src: client4, dst: server4, seq: 5001, ack: 9001, ackFlag: true, rst: true}.bytes(t))
+	d := decode(t, run(t, e, segment{src: client4, dst: server4, seq: 60000, syn: true}.bytes(t)))
+	if d.seq != 1000 {
+		t.Fatalf("SYN after RST: server saw seq %d, want the rule's 1000", d.seq)
+	}
+	if st := table.Stats(); st.Created != 2 {
+		t.Fatalf("%d flows created, want 2", st.Created)
 	}
 }
 

@@ -33,6 +33,7 @@ func (d *daemon) Status() control.Status {
 		"icmp_translated":       c.ICMPTranslated,
 		"flows_refused":         c.Refused,
 		"flows_adopted":         c.Adopted,
+		"flows_restarted":       c.Restarted,
 		"read_errors":           c.ReadErrors,
 		"write_errors":          c.WriteErrors,
 		"reloads_ok":            ok,
