@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"sync"
@@ -204,6 +205,11 @@ func (d *daemon) restoreState() {
 	path := d.boot.StateFile
 	if path == "" {
 		return
+	}
+	// Outside systemd's StateDirectory nobody else creates it, and every snapshot would fail.
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		d.log.Error("cannot create the state file's directory; flows will not survive a restart",
+			zap.String("state_file", path), zap.Error(err))
 	}
 	n, err := d.table.Restore(path)
 	switch {
