@@ -175,6 +175,11 @@ loop:
 		case <-snap.C:
 			d.snapshot()
 		case err := <-engineDone:
+			// The datapath only ends by itself when the TUN is gone (deleted underneath us):
+			// exit non-zero so that systemd restarts us; the blackhole drops traffic meanwhile.
+			if err == nil {
+				err = errors.New("the TUN device went away")
+			}
 			runErr = fmt.Errorf("datapath stopped: %w", err)
 			break loop
 		}

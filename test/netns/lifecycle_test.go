@@ -283,3 +283,40 @@ func TestKeyed_CrashWithoutStateIsPickedUpMidStream(t *testing.T) {
 		t.Errorf("flows_adopted = %d, want the flow picked up mid-stream", st.Counters["flows_adopted"])
 	}
 }
+
+// TestTunDeleted_DaemonExitsAndTrafficFailsClosed: someone deletes the TUN under a running
+// daemon. It must exit non-zero (so systemd restarts it), intercepted traffic must be dropped
+// meanwhile rather than forwarded raw, and a restart must bring service back.
+func TestTunDeleted_DaemonExitsAndTrafficFailsClosed(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, netlab.Options{}, config{Offload: true, Rules: `
+  - name: gone
+    match: {server_ports: [9004]}
+    client_isn: fixed 1000
+    server_isn: keep`})
+	d := e.start()
+	srv := e.listen(t, false, 9004, nil)
+	p := e.connect(t, srv, nil)
+	p.Close()
+
+	if out, err := e.lab.Gateway.Run(context.Background(), "ip", "link", "del", e.tun); err != nil {
+		t.Fatalf("ip link del %s: %v: %s", e.tun, err, out)
+	}
+	select {
+	case <-d.exited:
+	case <-time.After(10 * time.Second):
+		t.Fatal("seqshiftd still running 10s after its TUN was deleted")
+	}
+	if d.err == nil {
+		t.Error("seqshiftd exited 0 after losing its TUN; systemd's Restart=on-failure would not restart it")
+	}
+	if probe, err := e.tryConnect(t, srv, nil, time.Second); err == nil {
+		probe.Close()
+		t.Error("a connection got through with no TUN: not fail-closed")
+	}
+	e.start()
+	p2 := e.connect(t, srv, nil)
+	if err := stream(p2, streamOpts{C2S: 64 << 10, S2C: 64 << 10}); err != nil {
+		t.Fatalf("after the restart: %v", err)
+	}
+}
