@@ -31,7 +31,8 @@ func (p Pass) String() string {
 	return "unknown"
 }
 
-// directionCounters counts rewritten traffic of one direction.
+// directionCounters counts rewritten traffic of one direction: packets as read from the TUN (a
+// GSO super-packet counts once) and TCP payload bytes, as the flows and the metrics count them.
 type directionCounters struct {
 	Packets atomic.Uint64
 	Bytes   atomic.Uint64

@@ -192,7 +192,7 @@ func (e *Engine) handleTCP(c *Counters, pol *Policy, pkt []byte, p *rewrite.Pack
 		return pol.Config.Malformed != policy.MalformedDrop
 	}
 	c.Rewritten[dir].Packets.Add(1)
-	c.Rewritten[dir].Bytes.Add(uint64(len(pkt)))
+	c.Rewritten[dir].Bytes.Add(uint64(p.PayloadLen))
 	return true
 }
 
