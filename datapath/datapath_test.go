@@ -511,3 +511,35 @@ func (d *fakeDevice) Close() error {
 	d.closeOnce.Do(func() { close(d.closed) })
 	return nil
 }
+
+func TestWhenFullPassOrDrop(t *testing.T) {
+	for _, drop := range []bool{false, true} {
+		extra := "flows: {max: 1, when_full: pass}\n"
+		if drop {
+			extra = "flows: {max: 1, when_full: drop}\n"
+		}
+		cfg, err := policy.Parse("test.yaml", []byte(testPolicy+extra))
+		if err != nil {
+			t.Fatal(err)
+		}
+		table := flowtable.New(flowtable.Config{MaxFlows: cfg.Flows.Max})
+		e := New(newFakeDevice(false), table, &Policy{Config: cfg, Generation: 1}, zap.NewNop())
+		establish(t, e, 5000, 9000) // fills the table with an established flow
+		other := netip.MustParseAddrPort("198.18.1.3:40000")
+		pkt := segment{src: other, dst: server4, seq: 1, syn: true}.bytes(t)
+		orig := append([]byte(nil), pkt...)
+		out := run(t, e, pkt)
+		if drop != (out == nil) {
+			t.Fatalf("%s: SYN that found the table full written back: %t", extra, out != nil)
+		}
+		if !drop && string(out) != string(orig) {
+			t.Fatal("a SYN the table could not admit was modified")
+		}
+		if f, _, ok := table.Lookup(client4, server4); !ok || f.State() != flowtable.StateEstablished {
+			t.Fatal("the established flow was evicted to make room")
+		}
+		if got := e.Counters().Refused; got != 1 {
+			t.Fatalf("refused %d, want 1", got)
+		}
+	}
+}
