@@ -177,6 +177,15 @@ func Defaults() *Config {
 
 // Load reads and parses the file at path.
 func Load(path string) (*Config, error) {
+	data, err := readFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return Parse(path, data)
+}
+
+// readFile reads a configuration file, refusing one larger than maxFileSize.
+func readFile(path string) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
@@ -189,19 +198,34 @@ func Load(path string) (*Config, error) {
 	if len(data) > maxFileSize {
 		return nil, &Error{File: path, Line: 1, Col: 1, Msg: fmt.Sprintf("file is larger than %d bytes", maxFileSize)}
 	}
-	return Parse(path, data)
+	return data, nil
 }
 
 // Parse parses a configuration file's contents; path names it in errors and anchors relative
 // paths in it. Every problem found is reported, as Errors, each "FILE:LINE:COL: message".
 // Parse touches nothing outside data.
-func Parse(path string, data []byte) (cfg *Config, err error) {
+func Parse(path string, data []byte) (*Config, error) {
+	return parse(path, data, nil)
+}
+
+// parse is Parse decoding only the top-level keys that keep accepts, or all of them when keep
+// is nil.
+func parse(path string, data []byte, keep func(key string) bool) (*Config, error) {
 	d := &decoder{file: path}
 	root, ok := d.document(data)
 	if !ok {
 		return nil, d.err()
 	}
-	cfg = Defaults()
+	if keep != nil && root != nil && root.Kind == yaml.MappingNode {
+		kept := &yaml.Node{Kind: yaml.MappingNode, Tag: root.Tag, Line: root.Line, Column: root.Column}
+		for i := 0; i+1 < len(root.Content); i += 2 {
+			if keep(root.Content[i].Value) {
+				kept.Content = append(kept.Content, root.Content[i], root.Content[i+1])
+			}
+		}
+		root = kept
+	}
+	cfg := Defaults()
 	cfg.Path = path
 	d.config(cfg, root)
 	if err := d.err(); err != nil {
@@ -601,29 +625,9 @@ func (d *decoder) side(n *yaml.Node, what string, key *isnKey) *Side {
 // numbers even when someone has just broken a rule, and a daemon still runs the old policy.
 // Errors in the named keys, and YAML syntax errors, are still reported.
 func LoadKeys(path string, keys ...string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := readFile(path)
 	if err != nil {
 		return nil, err
 	}
-	d := &decoder{file: path}
-	root, ok := d.document(data)
-	if !ok {
-		return nil, d.err()
-	}
-	cfg := Defaults()
-	cfg.Path = path
-	if root != nil && root.Kind == yaml.MappingNode {
-		kept := &yaml.Node{Kind: yaml.MappingNode, Tag: root.Tag, Line: root.Line, Column: root.Column}
-		for i := 0; i+1 < len(root.Content); i += 2 {
-			if slices.Contains(keys, root.Content[i].Value) {
-				kept.Content = append(kept.Content, root.Content[i], root.Content[i+1])
-			}
-		}
-		root = kept
-	}
-	d.config(cfg, root)
-	if err := d.err(); err != nil {
-		return nil, err
-	}
-	return cfg, nil
+	return parse(path, data, func(key string) bool { return slices.Contains(keys, key) })
 }
