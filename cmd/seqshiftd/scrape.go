@@ -1,6 +1,7 @@
 package main
 
 import (
+	"maps"
 	"sync"
 
 	"github.com/seqshiftd/seqshiftd/datapath"
@@ -31,6 +32,18 @@ func rewritten(f *flowtable.Flow) bool {
 	return f.Rule() != "" && f.Exempt() == flowtable.ExemptNone
 }
 
+// addFlow adds a rewritten flow's counters, both directions, to m.
+func addFlow(m map[metrics.RuleDir]metrics.Traffic, f *flowtable.Flow) {
+	for _, d := range [...]flowtable.Dir{flowtable.ClientToServer, flowtable.ServerToClient} {
+		k := metrics.RuleDir{Rule: f.Rule(), Dir: metrics.Dir(d)}
+		c := f.Counters(d)
+		t := m[k]
+		t.Packets += c.Packets
+		t.Bytes += c.Bytes
+		m[k] = t
+	}
+}
+
 // retire is the flow table's OnRemove hook.
 func (r *ruleTraffic) retire(f *flowtable.Flow) {
 	if !rewritten(f) {
@@ -38,14 +51,7 @@ func (r *ruleTraffic) retire(f *flowtable.Flow) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for _, d := range [...]flowtable.Dir{flowtable.ClientToServer, flowtable.ServerToClient} {
-		k := metrics.RuleDir{Rule: f.Rule(), Dir: metrics.Dir(d)}
-		c := f.Counters(d)
-		t := r.retired[k]
-		t.Packets += c.Packets
-		t.Bytes += c.Bytes
-		r.retired[k] = t
-	}
+	addFlow(r.retired, f)
 }
 
 // totals returns retired plus live traffic per rule and direction. A flow removed while the
@@ -54,39 +60,23 @@ func (r *ruleTraffic) retire(f *flowtable.Flow) {
 func (r *ruleTraffic) totals(table *flowtable.Table) map[metrics.RuleDir]metrics.Traffic {
 	live := make(map[metrics.RuleDir]metrics.Traffic)
 	table.Range(func(f *flowtable.Flow) bool {
-		if !rewritten(f) {
-			return true
-		}
-		for _, d := range [...]flowtable.Dir{flowtable.ClientToServer, flowtable.ServerToClient} {
-			k := metrics.RuleDir{Rule: f.Rule(), Dir: metrics.Dir(d)}
-			c := f.Counters(d)
-			t := live[k]
-			t.Packets += c.Packets
-			t.Bytes += c.Bytes
-			live[k] = t
+		if rewritten(f) {
+			addFlow(live, f)
 		}
 		return true
 	})
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	out := make(map[metrics.RuleDir]metrics.Traffic, len(r.reported)+len(live))
 	for k, t := range r.retired {
 		l := live[k]
 		live[k] = metrics.Traffic{Packets: l.Packets + t.Packets, Bytes: l.Bytes + t.Bytes}
 	}
 	for k, t := range live {
 		prev := r.reported[k]
-		t.Packets = max(t.Packets, prev.Packets)
-		t.Bytes = max(t.Bytes, prev.Bytes)
-		r.reported[k] = t
-		out[k] = t
+		r.reported[k] = metrics.Traffic{Packets: max(t.Packets, prev.Packets), Bytes: max(t.Bytes, prev.Bytes)}
 	}
-	for k, t := range r.reported {
-		if _, ok := out[k]; !ok {
-			out[k] = t
-		}
-	}
-	return out
+	// Rules whose flows are all gone stay reported at their last value.
+	return maps.Clone(r.reported)
 }
 
 // scrape fills a metrics snapshot from the datapath, the flow table and the reload history.
