@@ -159,7 +159,7 @@ func (d *daemon) run() error {
 	log.Info("running", zap.Stringer("datapath", d.engine), zap.Int("mtu", mtu),
 		zap.Int("flows_restored", d.table.Stats().Active))
 
-	snap := time.NewTicker(snapshotEvery(cfg))
+	snap := time.NewTicker(cfg.SnapshotInterval) // policy guarantees at least 1s
 	defer snap.Stop()
 	var runErr error
 loop:
@@ -269,21 +269,12 @@ func (d *daemon) reload(snap *time.Ticker) {
 	cfg.Inherit(old.Config)
 	d.level.SetLevel(lvl)
 	d.table.SetTimeouts(cfg.Flows.Timeouts)
-	snap.Reset(snapshotEvery(cfg))
+	snap.Reset(cfg.SnapshotInterval)
 	next := &datapath.Policy{Config: cfg, Generation: old.Generation + 1}
 	d.engine.SetPolicy(next)
 	d.reloadsOK++
 	d.lastReloadErr = ""
 	d.log.Info("policy reloaded", zap.Uint64("generation", next.Generation), zap.Int("rules", len(cfg.Rules)))
-}
-
-// snapshotEvery turns snapshot_interval into a ticker period; 0 means only at stop, which a
-// ticker cannot express, so it ticks rarely instead.
-func snapshotEvery(cfg *policy.Config) time.Duration {
-	if cfg.SnapshotInterval <= 0 {
-		return 24 * time.Hour
-	}
-	return cfg.SnapshotInterval
 }
 
 // tunMTU is the configured MTU or, when 0, the largest MTU of the intercept interfaces: the TUN
