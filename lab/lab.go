@@ -265,7 +265,7 @@ func runConnections(ctx context.Context, l *netlab.Lab) ([]result, error) {
 	results := make([]result, 0, len(connections))
 	for i, c := range connections {
 		r := result{connection: c}
-		r.client, r.server, r.up, r.down, r.upOK, r.downOK, r.err = transfer(ctx, l, c, uint64(i))
+		r.err = r.transfer(ctx, l, uint64(i))
 		results = append(results, r)
 	}
 	time.Sleep(200 * time.Millisecond) // let the captures drain the last FINs
@@ -278,24 +278,25 @@ func runConnections(ctx context.Context, l *netlab.Lab) ([]result, error) {
 	return results, nil
 }
 
-// transfer runs one connection: the client uploads, the server checks and sends back its own
-// data; both sides hash what they received.
-func transfer(ctx context.Context, l *netlab.Lab, c connection, seed uint64) (client, server netip.AddrPort, up, down int64, upOK, downOK bool, err error) {
+// transfer runs r's connection: the client uploads, the server checks and sends back its own
+// data; both sides hash what they received. It fills in r's addresses, byte counts and hash
+// comparisons as far as it gets.
+func (r *result) transfer(ctx context.Context, l *netlab.Lab, seed uint64) error {
 	srvAddr := l.ServerAddr4
-	if c.network == "tcp6" {
+	if r.network == "tcp6" {
 		srvAddr = l.ServerAddr6
 	}
-	server = netip.AddrPortFrom(srvAddr, c.port)
-	ln, err := l.Server.Listen(c.network, server.String())
+	r.server = netip.AddrPortFrom(srvAddr, r.port)
+	ln, err := l.Server.Listen(r.network, r.server.String())
 	if err != nil {
-		return client, server, 0, 0, false, false, fmt.Errorf("listen %s: %w", server, err)
+		return fmt.Errorf("listen %s: %w", r.server, err)
 	}
 	defer ln.Close()
 	upData, downData := payload(seed, upload), payload(seed+1000, download)
 
 	type srvResult struct {
 		n   int64
-		sum [32]byte
+		sum [sha256.Size]byte
 		err error
 	}
 	srvDone := make(chan srvResult, 1)
@@ -312,42 +313,37 @@ func transfer(ctx context.Context, l *netlab.Lab, c connection, seed uint64) (cl
 		if err == nil {
 			_, err = conn.Write(downData)
 		}
-		var r srvResult
-		r.n, r.err = n, err
-		copy(r.sum[:], h.Sum(nil))
-		srvDone <- r
+		srvDone <- srvResult{n: n, sum: [sha256.Size]byte(h.Sum(nil)), err: err}
 	}()
 
 	dctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
-	conn, err := l.Client.Dial(dctx, c.network, server.String())
+	conn, err := l.Client.Dial(dctx, r.network, r.server.String())
 	if err != nil {
-		return client, server, 0, 0, false, false, fmt.Errorf("connect %s: %w", server, err)
+		return fmt.Errorf("connect %s: %w", r.server, err)
 	}
 	defer conn.Close()
-	client = netip.MustParseAddrPort(conn.LocalAddr().String())
+	r.client = netip.MustParseAddrPort(conn.LocalAddr().String())
 	_ = conn.SetDeadline(time.Now().Add(20 * time.Second))
 	if _, err := conn.Write(upData); err != nil {
-		return client, server, 0, 0, false, false, fmt.Errorf("send: %w", err)
+		return fmt.Errorf("send: %w", err)
 	}
 	if cw, ok := conn.(interface{ CloseWrite() error }); ok {
 		_ = cw.CloseWrite()
 	}
 	h := sha256.New()
-	down, err = io.Copy(h, conn)
-	if err != nil {
-		return client, server, 0, down, false, false, fmt.Errorf("receive: %w", err)
+	if r.down, err = io.Copy(h, conn); err != nil {
+		return fmt.Errorf("receive: %w", err)
 	}
 	sr := <-srvDone
+	r.up = sr.n
 	if sr.err != nil {
-		return client, server, sr.n, down, false, false, fmt.Errorf("server: %w", sr.err)
+		return fmt.Errorf("server: %w", sr.err)
 	}
-	upOK = sr.sum == sha256.Sum256(upData)
-	downOK = bytes.Equal(h.Sum(nil), sumOf(downData))
-	return client, server, sr.n, down, upOK, downOK, nil
+	r.upOK = sr.sum == sha256.Sum256(upData)
+	r.downOK = [sha256.Size]byte(h.Sum(nil)) == sha256.Sum256(downData)
+	return nil
 }
-
-func sumOf(b []byte) []byte { s := sha256.Sum256(b); return s[:] }
 
 func payload(seed uint64, n int) []byte {
 	b := make([]byte, n)
