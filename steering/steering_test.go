@@ -510,14 +510,7 @@ func (r *e2eRelay) count(pkt []byte) {
 
 // echo serves one line per connection back to its sender.
 func echoServer(t *testing.T, l *nstest.Lab, addr netip.Addr) string {
-	var ln net.Listener
-	nstest.In(t, l.Server, func() {
-		var err error
-		if ln, err = net.Listen("tcp", netip.AddrPortFrom(addr, 0).String()); err != nil {
-			t.Fatal(err)
-		}
-	})
-	t.Cleanup(func() { ln.Close() })
+	ln := nstest.Listen(t, l.Server, addr)
 	go func() {
 		for {
 			c, err := ln.Accept()

@@ -286,13 +286,7 @@ func (r *relay) inspect(buf []byte, family int) {
 // that every byte arrived, in order.
 func transfer(t testing.TB, l *nstest.Lab, server netip.Addr, conns, size int) {
 	t.Helper()
-	var ln net.Listener
-	nstest.In(t, l.Server, func() {
-		var err error
-		if ln, err = net.Listen("tcp", netip.AddrPortFrom(server, 0).String()); err != nil {
-			t.Fatal(err)
-		}
-	})
+	ln := nstest.Listen(t, l.Server, server)
 	defer ln.Close()
 	go func() {
 		for {
@@ -527,14 +521,7 @@ func BenchmarkRelay_TCP(b *testing.B) {
 				steerThrough(b, d.Name())
 				startRelay(b, d, 4)
 			}
-			var ln net.Listener
-			nstest.In(b, l.Server, func() {
-				var err error
-				if ln, err = net.Listen("tcp", netip.AddrPortFrom(nstest.Server4, 0).String()); err != nil {
-					b.Fatal(err)
-				}
-			})
-			defer ln.Close()
+			ln := nstest.Listen(b, l.Server, nstest.Server4)
 			received := make(chan int64, 1)
 			go func() {
 				c, err := ln.Accept()

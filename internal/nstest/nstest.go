@@ -205,3 +205,18 @@ func NewLab(t testing.TB) *Lab {
 	}
 	return l
 }
+
+// Listen opens a TCP listener on addr (any port) inside ns; it is closed at cleanup. Sockets
+// keep the namespace they were created in, so the listener serves ns from any goroutine.
+func Listen(t testing.TB, ns netns.NsHandle, addr netip.Addr) net.Listener {
+	t.Helper()
+	var ln net.Listener
+	In(t, ns, func() {
+		var err error
+		if ln, err = net.Listen("tcp", netip.AddrPortFrom(addr, 0).String()); err != nil {
+			t.Fatalf("listen on %s: %v", addr, err)
+		}
+	})
+	t.Cleanup(func() { ln.Close() })
+	return ln
+}
