@@ -103,21 +103,28 @@ func exchange(t *testing.T, l *Lab, server netip.Addr, n int) (client netip.Addr
 	return netip.MustParseAddrPort(c.LocalAddr().String())
 }
 
+// captureEnds captures on the client's and the server's link until the test ends.
+func captureEnds(t *testing.T, l *Lab) (client, server *Capture) {
+	t.Helper()
+	client, err := l.Client.Capture(l.ClientIface)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	server, err = l.Server.Capture(l.ServerIface)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { server.Close() })
+	return client, server
+}
+
 func TestNew_ForwardsIPv4AndIPv6ThroughTheGateway(t *testing.T) {
 	t.Parallel()
 	l := newLab(t, Options{})
 	for _, server := range []netip.Addr{l.ServerAddr4, l.ServerAddr6} {
 		t.Run(server.String(), func(t *testing.T) {
-			cc, err := l.Client.Capture(l.ClientIface)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer cc.Close()
-			sc, err := l.Server.Capture(l.ServerIface)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer sc.Close()
+			cc, sc := captureEnds(t, l)
 			client := exchange(t, l, server, 1<<20)
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
@@ -161,16 +168,7 @@ func TestNew_RouterWithSmallMTUNeedsPathMTUDiscovery(t *testing.T) {
 	l := newLab(t, Options{Router: true, RouterMTU: 1280})
 	for _, server := range []netip.Addr{l.ServerAddr4, l.ServerAddr6} {
 		t.Run(server.String(), func(t *testing.T) {
-			cc, err := l.Client.Capture(l.ClientIface)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer cc.Close()
-			sc, err := l.Server.Capture(l.ServerIface)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer sc.Close()
+			cc, sc := captureEnds(t, l)
 			client := exchange(t, l, server, 2<<20)
 			var icmp *ICMPError
 			for _, e := range cc.ICMPErrors() {
