@@ -21,6 +21,7 @@ import (
 	"github.com/seqshiftd/seqshiftd/flowtable"
 	"github.com/seqshiftd/seqshiftd/policy"
 	"github.com/seqshiftd/seqshiftd/rewrite"
+	"github.com/seqshiftd/seqshiftd/seqnum"
 	"github.com/seqshiftd/seqshiftd/tun"
 )
 
@@ -182,12 +183,12 @@ func (e *Engine) handleTCP(c *Counters, pol *Policy, pkt []byte, p *rewrite.Pack
 		c.Passed[PassExempt].Add(1)
 		return true
 	}
-	seqDelta, ackDelta := f.Offset(dir), -f.Offset(dir.Reverse())
-	if seqDelta == 0 && ackDelta == 0 {
+	d := f.Deltas(dir)
+	if d.Zero() {
 		c.Passed[PassZeroOffset].Add(1)
 		return true
 	}
-	if r := rewrite.Shift(pkt, p, seqDelta, ackDelta, partial); r != rewrite.ReasonNone {
+	if r := rewrite.Shift(pkt, p, d.Seq, d.Ack, partial); r != rewrite.ReasonNone {
 		c.Malformed[r].Add(1)
 		return pol.Config.Malformed != policy.MalformedDrop
 	}
@@ -222,7 +223,14 @@ func sameConnection(f *flowtable.Flow, dir flowtable.Dir, isn uint32) bool {
 // restored or picked up long after its own handshake). A retransmitted SYN-ACK of f's own
 // handshake acknowledges f's client ISN and is not a restart.
 func restarted(f *flowtable.Flow, ack uint32) bool {
-	return f.State() == flowtable.StateEstablished && ack-1-f.Offset(flowtable.ClientToServer) != f.ClientISN()
+	return f.State() == flowtable.StateEstablished && synOf(f, ack) != f.ClientISN()
+}
+
+// synOf returns, in the client's own space, the sequence number of the SYN that a SYN-ACK
+// acknowledging ack (in the server's view) answers: the SYN took one number and was shifted by
+// f's client offset on its way.
+func synOf(f *flowtable.Flow, ack uint32) uint32 {
+	return uint32(seqnum.Value(ack - 1).Add(f.Offset(flowtable.ClientToServer).Neg()))
 }
 
 // restart replaces f by a new connection whose SYN the server has just answered. The server
@@ -230,10 +238,9 @@ func restarted(f *flowtable.Flow, ack uint32) bool {
 // is still to be shown to the client, so its side follows the policy in force.
 func (e *Engine) restart(c *Counters, pol *Policy, f *flowtable.Flow, ack uint32) *flowtable.Flow {
 	client, server := f.Client(), f.Server()
-	cOff := f.Offset(flowtable.ClientToServer)
 	in := flowtable.Init{
-		ClientOffset: cOff,
-		ClientISN:    ack - 1 - cOff,
+		ClientOffset: f.Offset(flowtable.ClientToServer),
+		ClientISN:    synOf(f, ack),
 		Rule:         f.Rule(),
 		Generation:   pol.Generation,
 		Exempt:       f.Exempt(),
@@ -282,9 +289,10 @@ func (e *Engine) admit(c *Counters, pol *Policy, client, server netip.AddrPort, 
 	default:
 		in.Rule = rule.Name
 		abs, v := rule.Client.Plan(client, server)
-		in.ClientOffset = v
+		in.ClientOffset = seqnum.Delta(v)
 		if abs {
-			in.ClientOffset = v - p.Seq
+			// The client's ISN is to appear as v.
+			in.ClientOffset = seqnum.Value(v).Sub(seqnum.Value(p.Seq))
 		}
 		abs, v = rule.Server.Plan(server, client)
 		in.Server = flowtable.ServerPlan{Absolute: abs, Value: v}
@@ -313,7 +321,7 @@ func (e *Engine) adopt(c *Counters, pol *Policy, p *rewrite.Packet, src, dst net
 	_, cOff := rule.Client.Plan(client, server)
 	_, sOff := rule.Server.Plan(server, client)
 	f, err := e.table.Adopt(client, server, flowtable.Init{
-		ClientOffset: cOff,
+		ClientOffset: seqnum.Delta(cOff),
 		Server:       flowtable.ServerPlan{Value: sOff},
 		Rule:         rule.Name,
 		Generation:   pol.Generation,
@@ -357,12 +365,12 @@ func (e *Engine) handleICMP(c *Counters, pkt []byte, p *rewrite.Packet) bool {
 		c.Passed[PassNoFlow].Add(1)
 		return true
 	}
-	seqDelta, ackDelta := -f.Offset(q), f.Offset(q.Reverse())
-	if seqDelta == 0 && ackDelta == 0 {
+	d := f.QuoteDeltas(q)
+	if d.Zero() {
 		c.Passed[PassZeroOffset].Add(1)
 		return true
 	}
-	if r := rewrite.Shift(pkt, p, seqDelta, ackDelta, false); r != rewrite.ReasonNone {
+	if r := rewrite.Shift(pkt, p, d.Seq, d.Ack, false); r != rewrite.ReasonNone {
 		c.Malformed[r].Add(1)
 		return true
 	}

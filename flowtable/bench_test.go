@@ -6,6 +6,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+
+	"github.com/seqshiftd/seqshiftd/seqnum"
 )
 
 // benchFlows is the population of the big benchmarks: the one million live flows.
@@ -36,7 +38,7 @@ func bigTable(b *testing.B) (*Table, [][2]netip.AddrPort) {
 		t := New(Config{MaxFlows: benchFlows})
 		for i := range benchFlows {
 			c, s := benchEndpoints(i)
-			if _, err := t.Adopt(c, s, Init{ClientOffset: uint32(i), Server: ServerPlan{Value: 7}, Rule: "bench", Generation: 1}); err != nil {
+			if _, err := t.Adopt(c, s, Init{ClientOffset: seqnum.Delta(i), Server: ServerPlan{Value: 7}, Rule: "bench", Generation: 1}); err != nil {
 				panic(err)
 			}
 		}

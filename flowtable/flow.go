@@ -4,6 +4,8 @@ import (
 	"net/netip"
 	"sync/atomic"
 	"time"
+
+	"github.com/seqshiftd/seqshiftd/seqnum"
 )
 
 // Flow is one tracked TCP connection. A *Flow stays valid after the table removes it (expiry,
@@ -17,7 +19,7 @@ type Flow struct {
 	// line 0: read per packet, written rarely
 	key      Key              // 40
 	hash     uint64           // the table's keyed hash of key: shard, home group, tag
-	off      [2]atomic.Uint32 // per Dir: added to that direction's sequence numbers
+	off      [2]atomic.Uint32 // per Dir: a seqnum.Delta added to that direction's sequence numbers
 	state    atomic.Uint32    // State | st* bits below
 	lastSeen atomic.Uint32    // Unix seconds, from the table's coarse clock
 
@@ -91,10 +93,15 @@ func (f *Flow) State() State { return State(f.state.Load() & stMask) }
 // Exempt returns why the flow must not be rewritten, ExemptNone if it must.
 func (f *Flow) Exempt() Exempt { return f.exempt }
 
-// Offset returns what is added to the sequence numbers of segments travelling in direction d
-// (and, negated, to the acknowledgment numbers of the other direction). Offset(ServerToClient)
-// is 0 until ResolveServerISN when the server plan is absolute.
-func (f *Flow) Offset(d Dir) uint32 { return f.off[d&1].Load() }
+// Offset returns what is added to the sequence numbers of segments travelling in direction d.
+// Offset(ServerToClient) is 0 until ResolveServerISN when the server plan is absolute. To
+// rewrite a segment, ask Deltas or QuoteDeltas, which hold the sign rules.
+func (f *Flow) Offset(d Dir) seqnum.Delta { return seqnum.Delta(f.off[d&1].Load()) }
+
+// Offsets returns both directions' offsets, indexed by Dir.
+func (f *Flow) Offsets() [2]seqnum.Delta {
+	return [2]seqnum.Delta{seqnum.Delta(f.off[0].Load()), seqnum.Delta(f.off[1].Load())}
+}
 
 // Rule returns the name of the rule that set the offsets, "" if none.
 func (f *Flow) Rule() string { return f.rule.name }
@@ -140,7 +147,7 @@ func (f *Flow) ResolveServerISN(isn uint32) {
 			break
 		}
 	}
-	f.off[ServerToClient].Store(f.plan - isn)
+	f.off[ServerToClient].Store(uint32(seqnum.Value(f.plan).Sub(seqnum.Value(isn))))
 	// Published after the offset so that a snapshot which sees stResolved also sees the offset.
 	f.state.Or(stResolved)
 }

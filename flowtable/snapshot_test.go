@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/seqshiftd/seqshiftd/seqnum"
 )
 
 // populate fills tab with flows covering the fields a snapshot must carry.
@@ -57,7 +59,8 @@ func sameFlow(t *testing.T, got, want *Flow) {
 		Client, Server       netip.AddrPort
 		State                State
 		Exempt               Exempt
-		OffC2S, OffS2C, ISN  uint32
+		OffC2S, OffS2C       seqnum.Delta
+		ISN                  uint32
 		Rule                 string
 		Gen                  uint64
 		C2S, S2C             Counters

@@ -218,7 +218,7 @@ func (t *Table) newFlow(client, server netip.AddrPort, in Init, st State, now in
 		f.off[ServerToClient].Store(in.Server.Value)
 		word |= stClaimed | stResolved
 	}
-	f.off[ClientToServer].Store(in.ClientOffset)
+	f.off[ClientToServer].Store(uint32(in.ClientOffset))
 	f.state.Store(word)
 	f.lastSeen.Store(sec)
 	return f

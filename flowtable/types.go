@@ -3,6 +3,8 @@ package flowtable
 import (
 	"errors"
 	"time"
+
+	"github.com/seqshiftd/seqshiftd/seqnum"
 )
 
 // TCP flag bits as they appear in the TCP header's flags byte. Defined here rather than
@@ -154,20 +156,21 @@ func (c monotonicClock) Now() int64 { return c.start.UnixNano() + int64(time.Sin
 
 // ServerPlan says how the server side's offset is fixed once its ISN is seen in the SYN-ACK.
 type ServerPlan struct {
-	// Absolute: the server's ISN is to appear as Value, so offset = Value - ISN. Otherwise the
-	// offset is Value itself and is known at once.
+	// Absolute: the server's ISN is to appear as Value (a seqnum.Value), so offset = Value -
+	// ISN. Otherwise the offset is Value itself (a seqnum.Delta) and is known at once. It is
+	// kept as a plain uint32 because it is either.
 	Absolute bool
 	Value    uint32
 }
 
 // Init is what the datapath decided for a new flow at its SYN (Admit) or on pick-up (Adopt).
 type Init struct {
-	ClientOffset uint32     // added to the client's sequence numbers
-	Server       ServerPlan // how the server's offset is fixed
-	ClientISN    uint32     // the SYN's sequence number: tells a retransmitted SYN from a new connection
-	Rule         string     // name of the rule that set the offsets ("" for none)
-	Generation   uint64     // policy generation the rule came from
-	Exempt       Exempt     // why the flow must not be rewritten, if it must not
+	ClientOffset seqnum.Delta // added to the client's sequence numbers
+	Server       ServerPlan   // how the server's offset is fixed
+	ClientISN    uint32       // the SYN's sequence number: tells a retransmitted SYN from a new connection
+	Rule         string       // name of the rule that set the offsets ("" for none)
+	Generation   uint64       // policy generation the rule came from
+	Exempt       Exempt       // why the flow must not be rewritten, if it must not
 }
 
 // Counters are one direction's traffic on a flow.

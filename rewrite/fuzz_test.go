@@ -3,6 +3,7 @@ package rewrite
 import (
 	"bytes"
 	"encoding/binary"
+	"github.com/seqshiftd/seqshiftd/seqnum"
 	"testing"
 )
 
@@ -90,7 +91,7 @@ func FuzzClassifyShift(f *testing.F) {
 		default:
 			t.Fatalf("kind %d", p.Kind)
 		}
-		r := Shift(pkt, &p, seqD, ackD, partial)
+		r := Shift(pkt, &p, seqnum.Delta(seqD), seqnum.Delta(ackD), partial)
 		if p.Kind != KindTCP && p.Kind != KindICMPQuotingTCP {
 			if r != ReasonNotRewritable || !bytes.Equal(pkt, orig) {
 				t.Fatalf("Shift of %v: %v, untouched %t", p.Kind, r, bytes.Equal(pkt, orig))
@@ -113,7 +114,7 @@ func FuzzClassifyShift(f *testing.F) {
 		if q != p {
 			t.Fatalf("rewritten packet classifies differently:\n got %+v\nwant %+v", q, p)
 		}
-		if r := Shift(pkt, &q, -seqD, -ackD, partial); r != ReasonNone {
+		if r := Shift(pkt, &q, seqnum.Delta(-seqD), seqnum.Delta(-ackD), partial); r != ReasonNone {
 			t.Fatalf("Shift back: %v", r)
 		}
 		for i := range pkt {
@@ -246,7 +247,7 @@ func FuzzShiftKeepsChecksumValid(f *testing.F) {
 			t.Fatalf("test setup: checksum not valid")
 		}
 		Classify(pkt, &p)
-		if r := Shift(pkt, &p, seqD, ackD, false); r != ReasonNone {
+		if r := Shift(pkt, &p, seqnum.Delta(seqD), seqnum.Delta(ackD), false); r != ReasonNone {
 			t.Fatalf("Shift: %v", r)
 		}
 		if s, _ := outerSum(pkt, &p); s != 0xffff {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"github.com/seqshiftd/seqshiftd/seqnum"
 	"math/rand/v2"
 	"net"
 	"testing"
@@ -187,7 +188,7 @@ func checkOracle(t *testing.T, pkt []byte, before *layers.TCP, seqD, ackD uint32
 	if p.Seq != before.Seq || p.SrcPort != uint16(before.SrcPort) || p.DstPort != uint16(before.DstPort) || p.PayloadLen != len(before.Payload) {
 		t.Fatalf("Classify disagrees with gopacket: %+v", p)
 	}
-	if r := Shift(pkt, &p, seqD, ackD, false); r != ReasonNone {
+	if r := Shift(pkt, &p, seqnum.Delta(seqD), seqnum.Delta(ackD), false); r != ReasonNone {
 		t.Fatalf("Shift: %v", r)
 	}
 	after := decodeTCP(t, pkt)
@@ -308,7 +309,7 @@ func TestOracle_ICMPErrors(t *testing.T) {
 				if p.Kind != KindICMPQuotingTCP || p.Seq != wire.tcp.Seq || p.SrcPort != 40000 {
 					t.Fatalf("Classify: %+v", p)
 				}
-				if r := Shift(pkt, &p, -off, offRev, false); r != ReasonNone {
+				if r := Shift(pkt, &p, seqnum.Delta(-off), seqnum.Delta(offRev), false); r != ReasonNone {
 					t.Fatalf("Shift: %v", r)
 				}
 				got := verifyICMP(t, pkt)

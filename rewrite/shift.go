@@ -3,13 +3,15 @@ package rewrite
 import (
 	"encoding/binary"
 	"math/bits"
+
+	"github.com/seqshiftd/seqshiftd/seqnum"
 )
 
 // Shift rewrites, in place, the packet that Classify described in p (pkt unchanged since).
 //
 // KindTCP: seq += seqDelta; with FlagACK, ack += ackDelta and every SACK and D-SACK edge +=
 // ackDelta (a SYN's ack field is not a number the receiver reads, so it is left alone). The
-// caller passes ackDelta = -offset of the other direction. The TCP checksum is updated
+// caller does not choose the signs: flowtable.DeltasOf says which delta goes where. The TCP checksum is updated
 // incrementally, or left alone when partial (the NEEDS_CSUM field then holds only the
 // pseudo-header sum, which these fields are not part of).
 //
@@ -23,7 +25,10 @@ import (
 //
 // Arithmetic is modulo 2^32: wrap-around is normal. Shift returns ReasonNone on success;
 // otherwise it leaves pkt untouched and returns why. It never allocates.
-func Shift(pkt []byte, p *Packet, seqDelta, ackDelta uint32, partial bool) Reason {
+func Shift(pkt []byte, p *Packet, seq, ack seqnum.Delta, partial bool) Reason {
+	// The header accessors and the checksum helpers work on plain uint32: adding a delta
+	// modulo 2^32 is the same machine addition, and the sums must stay in registers.
+	seqDelta, ackDelta := uint32(seq), uint32(ack)
 	if p.Kind != KindTCP {
 		if p.Kind == KindICMPQuotingTCP {
 			return shiftQuote(pkt, p, seqDelta, ackDelta, partial)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"github.com/seqshiftd/seqshiftd/seqnum"
 	"math/rand/v2"
 	"net/netip"
 	"testing"
@@ -86,7 +87,7 @@ func TestShift_TCP(t *testing.T) {
 				if p.Kind != KindTCP {
 					t.Fatalf("Classify: %v/%v", p.Kind, p.Reason)
 				}
-				if r := Shift(pkt, &p, seqD, ackD, false); r != ReasonNone {
+				if r := Shift(pkt, &p, seqnum.Delta(seqD), seqnum.Delta(ackD), false); r != ReasonNone {
 					t.Fatalf("Shift: %v", r)
 				}
 				if !bytes.Equal(pkt, want) {
@@ -195,7 +196,7 @@ func TestShift_ICMPTranslatesQuote(t *testing.T) {
 					if p.Seq != wire.seq || p.Src != origSrc(ty.v6) || p.SrcPort != 40000 || p.DstPort != 443 {
 						t.Fatalf("Classify reported %+v", p)
 					}
-					if r := Shift(pkt, &p, -off, offRev, false); r != ReasonNone {
+					if r := Shift(pkt, &p, seqnum.Delta(-off), seqnum.Delta(offRev), false); r != ReasonNone {
 						t.Fatalf("Shift: %v", r)
 					}
 					qtcp := want[icmpOff+8+l4:]
@@ -292,11 +293,11 @@ func TestShift_RoundTripIsExact(t *testing.T) {
 			if p.Kind != KindTCP && p.Kind != KindICMPQuotingTCP {
 				continue
 			}
-			if r := Shift(pkt, &p, d[0], d[1], false); r != ReasonNone {
+			if r := Shift(pkt, &p, seqnum.Delta(d[0]), seqnum.Delta(d[1]), false); r != ReasonNone {
 				t.Fatalf("packet %d: %v", i, r)
 			}
 			Classify(pkt, &p)
-			if r := Shift(pkt, &p, -d[0], -d[1], false); r != ReasonNone {
+			if r := Shift(pkt, &p, seqnum.Delta(-d[0]), seqnum.Delta(-d[1]), false); r != ReasonNone {
 				t.Fatalf("packet %d: %v", i, r)
 			}
 			if !bytes.Equal(pkt, orig) {
