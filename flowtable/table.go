@@ -1,6 +1,7 @@
 package flowtable
 
 import (
+	"fmt"
 	"hash/maphash"
 	"math/bits"
 	"net/netip"
@@ -9,12 +10,29 @@ import (
 	"time"
 )
 
-// DefaultMaxFlows is the capacity when Config.MaxFlows is zero: about 150 MiB when full.
-const DefaultMaxFlows = 1 << 20
+// The table's capacity, defined here and nowhere else: policy validates flows.max with
+// CheckMaxFlows.
+const (
+	// DefaultMaxFlows is the capacity when Config.MaxFlows is zero: about 150 MiB when full.
+	DefaultMaxFlows = 1 << 20
+	// MaxMaxFlows is the largest capacity: about 150 GiB when full, beyond any gateway this
+	// runs on, and small enough that the per-shard arithmetic stays far from overflow.
+	MaxMaxFlows = 1 << 30
+)
+
+// CheckMaxFlows reports why n cannot be a table's capacity (Config.MaxFlows once the zero
+// default is applied), nil if it can.
+func CheckMaxFlows(n int64) error {
+	if n < 1 || n > MaxMaxFlows {
+		return fmt.Errorf("%d is out of range 1..%d", n, MaxMaxFlows)
+	}
+	return nil
+}
 
 // Config configures a Table.
 type Config struct {
-	// MaxFlows caps the number of live flows; 0 means DefaultMaxFlows.
+	// MaxFlows caps the number of live flows; 0 means DefaultMaxFlows, more than MaxMaxFlows
+	// means MaxMaxFlows.
 	MaxFlows int
 	// Timeouts are the idle timeouts per state; zero fields take the defaults.
 	Timeouts Timeouts
@@ -84,6 +102,7 @@ func New(cfg Config) *Table {
 	if limit <= 0 {
 		limit = DefaultMaxFlows
 	}
+	limit = min(limit, MaxMaxFlows)
 	n := cfg.Shards
 	if n <= 0 {
 		n = min(max(limit/4096, 16), 4096)

@@ -12,6 +12,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/seqshiftd/seqshiftd/tun"
 )
 
 // Segment is one TCP segment as a capture saw it on the wire. Sequence numbers are raw, as sent.
@@ -96,8 +98,9 @@ type Capture struct {
 	once   sync.Once
 }
 
-// vnetHdrLen is the size of struct virtio_net_hdr, which PACKET_VNET_HDR puts before each packet.
-const vnetHdrLen = 10
+// vnetHdrLen is the size of struct virtio_net_hdr, which PACKET_VNET_HDR puts before each
+// packet: the same header the TUN device carries, so its length is tun's.
+const vnetHdrLen = tun.HeaderLen
 
 // snapLen bounds what is copied per packet: headers with options and an ICMP quote, no payload.
 const snapLen = 256

@@ -17,6 +17,8 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/seqshiftd/seqshiftd/flowtable"
+	"github.com/seqshiftd/seqshiftd/steering"
+	"github.com/seqshiftd/seqshiftd/tun"
 )
 
 // Defaults for settings the file leaves out.
@@ -26,20 +28,14 @@ const (
 	DefaultControlSocket    = "/run/seqshiftd/control.sock"
 	DefaultISNKeyFile       = "/var/lib/seqshiftd/isn.key"
 	DefaultSnapshotInterval = 5 * time.Second
-	DefaultMaxFlows         = 1 << 20
-	// The steering numbers tag every rule and route seqshiftd installs so that it can find and
-	// remove exactly those. Priority 5813 sits below the main table's 32766, so intercepted
-	// traffic is steered before the normal lookup.
-	DefaultSteeringTable    = 5813
-	DefaultSteeringPriority = 5813
-	DefaultSteeringProtocol = 213
+	// The flow table's capacity, the TUN's sizes and the steering numbers are not defined
+	// here: their owners (flowtable, tun, steering) define them and their ranges, and the
+	// decoder asks them, so that `check` and `run` cannot disagree.
 )
 
 // Limits enforced on the file.
 const (
 	maxFileSize  = 4 << 20
-	maxFlows     = 1 << 30
-	maxTunQueues = 256 // the kernel's MAX_TAP_QUEUES
 	maxIfaceName = 15  // IFNAMSIZ - 1
 	maxSunPath   = 107 // sizeof(sockaddr_un.sun_path) - 1
 )
@@ -169,8 +165,8 @@ func Defaults() *Config {
 		ControlSocket:    DefaultControlSocket,
 		ISNKeyFile:       DefaultISNKeyFile,
 		Log:              Log{Level: "info", Format: "auto"},
-		Flows:            Flows{Max: DefaultMaxFlows},
-		Steering:         Steering{Table: DefaultSteeringTable, Priority: DefaultSteeringPriority, Protocol: DefaultSteeringProtocol},
+		Flows:            Flows{Max: flowtable.DefaultMaxFlows},
+		Steering:         Steering{Table: steering.DefaultTable, Priority: steering.DefaultPriority, Protocol: steering.DefaultProtocol},
 		key:              new(isnKey),
 	}
 }
@@ -357,15 +353,15 @@ func (d *decoder) tun(t *Tun, n *yaml.Node) {
 		}
 	}
 	if v, ok := m["mtu"]; ok {
-		if mtu, ok := d.integer(v, "tun.mtu", 0, 65535); ok {
-			if mtu != 0 && mtu < 68 {
-				d.errorf(v, "tun.mtu: %d is below the IPv4 minimum of 68 (0 picks the largest intercept interface MTU)", mtu)
+		if mtu, ok := d.integer(v, "tun.mtu", 0, tun.MaxMTU); ok {
+			if err := tun.CheckMTU(mtu); err != nil {
+				d.errorf(v, "tun.mtu: %v (0 picks the largest intercept interface MTU)", err)
 			}
 			t.MTU = int(mtu)
 		}
 	}
 	if v, ok := m["queues"]; ok {
-		q, _ := d.integer(v, "tun.queues", 0, maxTunQueues)
+		q, _ := d.limited(v, "tun.queues", 0, tun.MaxQueues, tun.CheckQueues)
 		t.Queues = int(q)
 	}
 	if v, ok := m["offload"]; ok {
@@ -492,7 +488,7 @@ var timeoutKeys = []string{"syn_sent", "syn_recv", "established", "fin_wait", "c
 func (d *decoder) flows(f *Flows, n *yaml.Node) {
 	m := d.mapping(n, "flows", []string{"max", "when_full", "timeouts"})
 	if v, ok := m["max"]; ok {
-		mx, _ := d.integer(v, "flows.max", 1, maxFlows)
+		mx, _ := d.limited(v, "flows.max", 1, flowtable.MaxMaxFlows, flowtable.CheckMaxFlows)
 		f.Max = int(mx)
 	}
 	if v, ok := m["when_full"]; ok {
@@ -515,22 +511,15 @@ func (d *decoder) flows(f *Flows, n *yaml.Node) {
 func (d *decoder) steering(s *Steering, n *yaml.Node) {
 	m := d.mapping(n, "steering", []string{"table", "priority", "protocol"})
 	if v, ok := m["table"]; ok {
-		if t, ok := d.integer(v, "steering.table", 1, 1<<32-1); ok {
-			if t >= 253 && t <= 255 {
-				d.errorf(v, "steering.table: %d is a reserved table (253 default, 254 main, 255 local)", t)
-			}
-			s.Table = int(t)
-		}
+		t, _ := d.limited(v, "steering.table", steering.MinTable, steering.MaxTable, steering.CheckTable)
+		s.Table = int(t)
 	}
 	if v, ok := m["priority"]; ok {
-		// 0 is the local rule's; at 32766 and above the main table would answer first.
-		p, _ := d.integer(v, "steering.priority", 1, 32765)
+		p, _ := d.limited(v, "steering.priority", steering.MinPriority, steering.MaxPriority, steering.CheckPriority)
 		s.Priority = int(p)
 	}
 	if v, ok := m["protocol"]; ok {
-		// 0-4 are the kernel's own (unspec, redirect, kernel, boot, static): `ip rule add` tags
-		// rules with boot, so tagging ours with it would make teardown remove the admin's.
-		p, _ := d.integer(v, "steering.protocol", 5, 255)
+		p, _ := d.limited(v, "steering.protocol", steering.MinProtocol, steering.MaxProtocol, steering.CheckProtocol)
 		s.Protocol = int(p)
 	}
 }

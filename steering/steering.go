@@ -40,10 +40,6 @@ import (
 )
 
 const (
-	DefaultTable    = 5813 // routing table used when Config.Table is 0
-	DefaultPriority = 5813 // rule priority used when Config.Priority is 0: before main (32766)
-	DefaultProtocol = 213  // rule and route protocol tag used when Config.Protocol is 0
-
 	// TunMetric and BlackholeMetric order the two default routes of the table: the TUN route
 	// wins while it exists, the blackhole catches everything once it is gone. The blackhole's is
 	// the largest metric that fits a 32-bit int, so that anything else added there wins too.
@@ -115,15 +111,14 @@ func (c Config) ids() (ids, error) {
 	if id.protocol == 0 {
 		id.protocol = DefaultProtocol
 	}
-	switch {
-	case id.table < 1 || id.table > 1<<31-1 || (id.table >= unix.RT_TABLE_DEFAULT && id.table <= unix.RT_TABLE_LOCAL):
-		return id, fmt.Errorf("steering: table %d: must be 1..2147483647 and not 253 (default), 254 (main) or 255 (local)", id.table)
-	case id.priority < 1 || id.priority >= 32766:
-		// 0 is the local table's rule; from 32766 on the main table would answer first.
-		return id, fmt.Errorf("steering: priority %d: must be 1..32765 (before the main table's rule)", id.priority)
-	case id.protocol <= unix.RTPROT_STATIC || id.protocol > 255:
-		// 0-4 are unspec, redirect, kernel, boot and static: shared with everything else.
-		return id, fmt.Errorf("steering: protocol %d: must be 5..255", id.protocol)
+	if err := CheckTable(int64(id.table)); err != nil {
+		return id, fmt.Errorf("steering: table: %w", err)
+	}
+	if err := CheckPriority(int64(id.priority)); err != nil {
+		return id, fmt.Errorf("steering: priority: %w", err)
+	}
+	if err := CheckProtocol(int64(id.protocol)); err != nil {
+		return id, fmt.Errorf("steering: protocol: %w", err)
 	}
 	return id, nil
 }

@@ -38,20 +38,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// HeaderLen is the length of the virtio_net_hdr in front of every packet when Offload is on
-// (struct virtio_net_hdr, without the num_buffers field of virtio_net_hdr_mrg_rxbuf).
-const HeaderLen = 10
-
-// MaxPacket is the largest buffer a read can fill: the header and a 64 KiB GSO super-packet
-// (an IP packet's total length field caps it at 65535 bytes).
-const MaxPacket = HeaderLen + 65535
-
-// maxQueues is the kernel's MAX_TAP_QUEUES.
-const maxQueues = 256
-
-// DefaultMTU is used when Config.MTU is 0.
-const DefaultMTU = 1500
-
 // ErrDeviceGone is returned (wrapped) by Read and Write when the interface was deleted under a
 // running device, e.g. by `ip link del`: the kernel then answers EBADFD forever. It wraps
 // os.ErrClosed so a reader loop stops instead of spinning.
@@ -64,7 +50,7 @@ var errBusy = errors.New("tun: concurrent Read or Write on the same queue")
 type Config struct {
 	Name    string // interface name; the kernel picks tunN when empty; may contain %d
 	MTU     int    // 0: DefaultMTU
-	Queues  int    // 0: 1; at most 256
+	Queues  int    // 0: 1; at most MaxQueues
 	Offload bool   // IFF_VNET_HDR with checksum and TSO offload
 }
 
@@ -96,20 +82,21 @@ func Open(cfg Config, log *zap.Logger) (Device, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
+	if err := CheckQueues(int64(cfg.Queues)); err != nil {
+		return nil, fmt.Errorf("tun: queues: %w", err)
+	}
+	if err := CheckMTU(int64(cfg.MTU)); err != nil {
+		return nil, fmt.Errorf("tun: MTU: %w", err)
+	}
+	if len(cfg.Name) >= unix.IFNAMSIZ {
+		return nil, fmt.Errorf("tun: name %q longer than %d bytes", cfg.Name, unix.IFNAMSIZ-1)
+	}
 	queues, mtu := cfg.Queues, cfg.MTU
 	if queues == 0 {
 		queues = 1
 	}
 	if mtu == 0 {
 		mtu = DefaultMTU
-	}
-	switch {
-	case queues < 0 || queues > maxQueues:
-		return nil, fmt.Errorf("tun: %d queues: must be 1..%d", queues, maxQueues)
-	case mtu < 68 || mtu > 65535:
-		return nil, fmt.Errorf("tun: MTU %d: must be 68..65535", mtu)
-	case len(cfg.Name) >= unix.IFNAMSIZ:
-		return nil, fmt.Errorf("tun: name %q longer than %d bytes", cfg.Name, unix.IFNAMSIZ-1)
 	}
 	if cfg.Name != "" {
 		if _, err := netlink.LinkByName(cfg.Name); err == nil {

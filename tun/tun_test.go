@@ -192,7 +192,7 @@ func TestRead_DeletedInterfaceIsErrDeviceGone(t *testing.T) {
 type relay struct {
 	dev     Device
 	wg      sync.WaitGroup
-	packets [maxQueues]atomic.Int64
+	packets [MaxQueues]atomic.Int64
 	gso     atomic.Int64 // super-packets (gso_type != NONE)
 	largest atomic.Int64 // largest packet, header excluded
 	bad     atomic.Pointer[string]

@@ -292,7 +292,7 @@ func tunMTU(cfg *policy.Config) (int, error) {
 		mtu = max(mtu, link.Attrs().MTU)
 	}
 	if mtu == 0 {
-		mtu = 1500
+		mtu = tun.DefaultMTU
 	}
 	return mtu, nil
 }
