@@ -2,9 +2,9 @@ package datapath
 
 import (
 	"sync"
-	"sync/atomic"
 	"time"
 
+	"github.com/seqshiftd/seqshiftd/counter"
 	"github.com/seqshiftd/seqshiftd/flowtable"
 	"github.com/seqshiftd/seqshiftd/rewrite"
 )
@@ -31,66 +31,133 @@ func (p Pass) String() string {
 	return "unknown"
 }
 
-// directionCounters counts rewritten traffic of one direction: packets as read from the TUN (a
-// GSO super-packet counts once) and TCP payload bytes, as the flows and the metrics count them.
-type directionCounters struct {
-	Packets atomic.Uint64
-	Bytes   atomic.Uint64
+// The datapath's counters, each described once: status, the Prometheus endpoint and the tests
+// read them through Engine's counter.Set. A new counter is one Desc here, in table, plus its
+// increment. Help texts and names are what dashboards and alerts already use: keep them.
+var (
+	counterRewrittenPackets = &counter.Desc{
+		Name:   "datapath_rewritten_packets_total",
+		Help:   "Packets whose sequence numbers the datapath shifted, by direction (c2s: from the client). With TUN offload a GSO super-packet counts once.",
+		Labels: []string{"direction"}, Values: byDir, Status: "rewritten_packets_%s",
+	}
+	counterRewrittenBytes = &counter.Desc{
+		Name:   "datapath_rewritten_bytes_total",
+		Help:   "TCP payload bytes of the packets whose sequence numbers the datapath shifted, by direction.",
+		Labels: []string{"direction"}, Values: byDir, Status: "rewritten_bytes_%s",
+	}
+	counterICMPTranslated = &counter.Desc{
+		Name:   "icmp_translated_packets_total",
+		Help:   "ICMP errors quoting a rewritten TCP segment whose quoted sequence numbers were translated.",
+		Status: "icmp_translated",
+	}
+	counterPassed = &counter.Desc{
+		Name:   "passed_packets_total",
+		Help:   "Packets written back without a rewrite, by reason.",
+		Labels: []string{"reason"}, Values: counter.Each(passNames[:]...), Status: "passed_%s",
+	}
+	// Indexed by rewrite.Reason - 1: ReasonNone is no reason to count.
+	counterMalformed = &counter.Desc{
+		Name:   "malformed_packets_total",
+		Help:   "Packets that could not be parsed or rewritten, by reason; they are passed or dropped per the malformed setting.",
+		Labels: []string{"reason"}, Values: malformedReasons(), Status: "malformed",
+	}
+	// Indexed by flowtable.Exempt - 1: ExemptNone flows are rewritten.
+	counterExempt = &counter.Desc{
+		Name:   "flows_exempt_total",
+		Help:   "TCP connections tracked but never rewritten, by reason (no_rule: no rule matched; tcp_md5, tcp_ao: signed segments).",
+		Labels: []string{"reason"}, Values: exemptReasons(), Status: "flows_exempt_%s",
+	}
+	counterRefused = &counter.Desc{
+		Name:   "flows_refused_total",
+		Help:   "New TCP connections the flow table could not admit because it was full; they are handled per flows.when_full.",
+		Status: "flows_refused",
+	}
+	counterAdopted = &counter.Desc{
+		Name:   "flows_adopted_total",
+		Help:   "TCP connections picked up mid-stream under a stateless rule (their SYN was never seen).",
+		Status: "flows_adopted",
+	}
+	counterRestarted = &counter.Desc{
+		Name:   "flows_restarted_total",
+		Help:   "Tracked connections replaced by a new connection on the same tuple whose SYN-ACK showed the server had accepted it.",
+		Status: "flows_restarted",
+	}
+	// Indexed by op below.
+	counterErrors = &counter.Desc{
+		Name:   "datapath_errors_total",
+		Help:   "Failed reads from and writes to the TUN device, by operation (read, write).",
+		Labels: []string{"op"}, Values: counter.Each("read", "write"), Status: "%s_errors",
+	}
+
+	table = counter.NewTable(counterRewrittenPackets, counterRewrittenBytes, counterICMPTranslated,
+		counterPassed, counterMalformed, counterExempt, counterRefused, counterAdopted,
+		counterRestarted, counterErrors)
+)
+
+// Indexes of counterErrors.
+const (
+	opRead  = 0
+	opWrite = 1
+)
+
+// byDir labels per-direction families, indexed by flowtable.Dir.
+var byDir = counter.Each(flowtable.ClientToServer.String(), flowtable.ServerToClient.String())
+
+func malformedReasons() [][]string {
+	var names []string
+	for r := rewrite.Reason(1); r < rewrite.NumReasons; r++ {
+		names = append(names, r.String())
+	}
+	return counter.Each(names...)
 }
 
-// Counters are one queue's counters. Only that queue's goroutine writes them, so the atomic adds
-// are uncontended; they are atomic so that a scrape can read them while the queue runs. The
-// padding keeps two queues' counters off the same cache line.
-type Counters struct {
-	_              [64]byte
-	Rewritten      [2]directionCounters
-	ICMPTranslated atomic.Uint64
-	Passed         [numPass]atomic.Uint64
-	Malformed      [rewrite.NumReasons]atomic.Uint64
-	Exempt         [flowtable.NumExempt]atomic.Uint64
-	Refused        atomic.Uint64
-	Adopted        atomic.Uint64
-	Restarted      atomic.Uint64
-	ReadErrors     atomic.Uint64
-	WriteErrors    atomic.Uint64
-	_              [64]byte
+func exemptReasons() [][]string {
+	var names []string
+	for e := flowtable.Exempt(1); e < flowtable.NumExempt; e++ {
+		names = append(names, e.String())
+	}
+	return counter.Each(names...)
 }
 
-// CounterValues is a plain sum of all queues' counters.
-type CounterValues struct {
-	RewrittenPackets [2]uint64
-	RewrittenBytes   [2]uint64
-	ICMPTranslated   uint64
-	Passed           [numPass]uint64
-	Malformed        [rewrite.NumReasons]uint64
-	Exempt           [flowtable.NumExempt]uint64
-	Refused          uint64
-	Adopted          uint64
-	Restarted        uint64
-	ReadErrors       uint64
-	WriteErrors      uint64
+// Counters are one queue's counters: a Block of the table, written only by that queue's
+// goroutine (so the atomic adds are uncontended), padded off other queues' cache lines.
+type Counters struct{ b *counter.Block }
+
+func newCounters() *Counters { return &Counters{b: table.NewBlock()} }
+
+func (c *Counters) rewritten(d flowtable.Dir, payload int) {
+	c.b.Inc(counterRewrittenPackets, int(d&1))
+	c.b.Add(counterRewrittenBytes, int(d&1), uint64(payload))
+}
+func (c *Counters) passed(p Pass)              { c.b.Inc(counterPassed, int(p)) }
+func (c *Counters) malformed(r rewrite.Reason) { c.b.Inc(counterMalformed, int(r)-1) }
+func (c *Counters) exempt(e flowtable.Exempt) {
+	if e != flowtable.ExemptNone {
+		c.b.Inc(counterExempt, int(e)-1)
+	}
+}
+func (c *Counters) inc(d *counter.Desc) { c.b.Inc(d, 0) }
+func (c *Counters) failed(op int)       { c.b.Inc(counterErrors, op) }
+
+// Descs implements counter.Set: the datapath's counter families.
+func (e *Engine) Descs() []*counter.Desc { return table.Descs() }
+
+// Values implements counter.Set: every queue's counters summed.
+func (e *Engine) Values() [][]uint64 {
+	blocks := make([]*counter.Block, len(e.queues))
+	for i, c := range e.queues {
+		blocks[i] = c.b
+	}
+	return table.Sum(blocks)
 }
 
-func (c *Counters) addTo(v *CounterValues) {
-	for d := range c.Rewritten {
-		v.RewrittenPackets[d] += c.Rewritten[d].Packets.Load()
-		v.RewrittenBytes[d] += c.Rewritten[d].Bytes.Load()
+// count returns the i-th counter of family d summed over the queues, for tests.
+func (e *Engine) count(d *counter.Desc, i int) uint64 {
+	var n uint64
+	for _, c := range e.queues {
+		n += c.b.Load(d, i)
 	}
-	v.ICMPTranslated += c.ICMPTranslated.Load()
-	for i := range c.Passed {
-		v.Passed[i] += c.Passed[i].Load()
-	}
-	for i := range c.Malformed {
-		v.Malformed[i] += c.Malformed[i].Load()
-	}
-	for i := range c.Exempt {
-		v.Exempt[i] += c.Exempt[i].Load()
-	}
-	v.Refused += c.Refused.Load()
-	v.Adopted += c.Adopted.Load()
-	v.Restarted += c.Restarted.Load()
-	v.ReadErrors += c.ReadErrors.Load()
-	v.WriteErrors += c.WriteErrors.Load()
+	return n
 }
 
 // rateLimiter lets one warning per key through per interval, so a flood of bad packets or

@@ -55,7 +55,7 @@ func New(dev tun.Device, table *flowtable.Table, p *Policy, log *zap.Logger) *En
 		warn:   newRateLimiter(time.Minute),
 	}
 	for i := range e.queues {
-		e.queues[i] = new(Counters)
+		e.queues[i] = newCounters()
 	}
 	e.policy.Store(p)
 	return e
@@ -98,7 +98,7 @@ func (e *Engine) serve(ctx context.Context, q int) error {
 			if errors.Is(err, os.ErrClosed) || ctx.Err() != nil {
 				return nil
 			}
-			c.ReadErrors.Add(1)
+			c.failed(opRead)
 			if e.warn.allow("read") {
 				e.log.Warn("read from TUN failed", zap.Int("queue", q), zap.Error(err))
 			}
@@ -111,7 +111,7 @@ func (e *Engine) serve(ctx context.Context, q int) error {
 			pkt, partial := buf, false
 			if offload {
 				if len(buf) < tun.HeaderLen {
-					c.ReadErrors.Add(1)
+					c.failed(opRead)
 					continue
 				}
 				pkt, partial = buf[tun.HeaderLen:], tun.PartialChecksum(buf)
@@ -127,7 +127,7 @@ func (e *Engine) serve(ctx context.Context, q int) error {
 			if errors.Is(err, os.ErrClosed) || ctx.Err() != nil {
 				return nil
 			}
-			c.WriteErrors.Add(1)
+			c.failed(opWrite)
 			if e.warn.allow("write") {
 				e.log.Warn("write to TUN failed", zap.Int("queue", q), zap.Error(err))
 			}
@@ -146,10 +146,10 @@ func (e *Engine) handle(c *Counters, pol *Policy, pkt []byte, partial bool) bool
 	case rewrite.KindICMPQuotingTCP:
 		return e.handleICMP(c, pkt, &p)
 	case rewrite.KindMalformed:
-		c.Malformed[p.Reason].Add(1)
+		c.malformed(p.Reason)
 		return pol.Config.Malformed != policy.MalformedDrop
 	default:
-		c.Passed[PassNotTCP].Add(1)
+		c.passed(PassNotTCP)
 		return true
 	}
 }
@@ -169,7 +169,7 @@ func (e *Engine) handleTCP(c *Counters, pol *Policy, pkt []byte, p *rewrite.Pack
 		}
 	case !ok:
 		if f, dir, ok = e.adopt(c, pol, p, src, dst); !ok {
-			c.Passed[PassNoFlow].Add(1)
+			c.passed(PassNoFlow)
 			return true
 		}
 	case dir == flowtable.ServerToClient && p.Flags&(rewrite.FlagSYN|rewrite.FlagACK) == rewrite.FlagSYN|rewrite.FlagACK:
@@ -180,20 +180,19 @@ func (e *Engine) handleTCP(c *Counters, pol *Policy, pkt []byte, p *rewrite.Pack
 	}
 	f.Observe(dir, p.Flags, p.PayloadLen)
 	if f.Exempt() != flowtable.ExemptNone {
-		c.Passed[PassExempt].Add(1)
+		c.passed(PassExempt)
 		return true
 	}
 	d := f.Deltas(dir)
 	if d.Zero() {
-		c.Passed[PassZeroOffset].Add(1)
+		c.passed(PassZeroOffset)
 		return true
 	}
 	if r := rewrite.Shift(pkt, p, d.Seq, d.Ack, partial); r != rewrite.ReasonNone {
-		c.Malformed[r].Add(1)
+		c.malformed(r)
 		return pol.Config.Malformed != policy.MalformedDrop
 	}
-	c.Rewritten[dir].Packets.Add(1)
-	c.Rewritten[dir].Bytes.Add(uint64(p.PayloadLen))
+	c.rewritten(dir, p.PayloadLen)
 	return true
 }
 
@@ -254,11 +253,11 @@ func (e *Engine) restart(c *Counters, pol *Policy, f *flowtable.Flow, ack uint32
 	nf, err := e.table.Admit(client, server, in)
 	if err != nil {
 		// No room: keep shifting with the old flow, which at least keeps both ends consistent.
-		c.Refused.Add(1)
+		c.inc(counterRefused)
 		return f
 	}
 	nf.Observe(flowtable.ClientToServer, rewrite.FlagSYN, 0)
-	c.Restarted.Add(1)
+	c.inc(counterRestarted)
 	return nf
 }
 
@@ -299,14 +298,14 @@ func (e *Engine) admit(c *Counters, pol *Policy, client, server netip.AddrPort, 
 	}
 	f, err := e.table.Admit(client, server, in)
 	if err != nil {
-		c.Refused.Add(1)
+		c.inc(counterRefused)
 		if e.warn.allow("refused") {
 			e.log.Warn("flow table refused a new connection",
 				zap.Stringer("client", client), zap.Stringer("server", server), zap.Error(err))
 		}
 		return nil, false
 	}
-	c.Exempt[in.Exempt].Add(1)
+	c.exempt(in.Exempt)
 	return f, true
 }
 
@@ -327,10 +326,10 @@ func (e *Engine) adopt(c *Counters, pol *Policy, p *rewrite.Packet, src, dst net
 		Generation:   pol.Generation,
 	})
 	if err != nil {
-		c.Refused.Add(1)
+		c.inc(counterRefused)
 		return nil, 0, false
 	}
-	c.Adopted.Add(1)
+	c.inc(counterAdopted)
 	dir := flowtable.ClientToServer
 	if src != client {
 		dir = flowtable.ServerToClient
@@ -362,29 +361,20 @@ func (e *Engine) handleICMP(c *Counters, pkt []byte, p *rewrite.Packet) bool {
 	dst := netip.AddrPortFrom(p.Dst, p.DstPort)
 	f, q, ok := e.table.Lookup(src, dst)
 	if !ok || f.Exempt() != flowtable.ExemptNone {
-		c.Passed[PassNoFlow].Add(1)
+		c.passed(PassNoFlow)
 		return true
 	}
 	d := f.QuoteDeltas(q)
 	if d.Zero() {
-		c.Passed[PassZeroOffset].Add(1)
+		c.passed(PassZeroOffset)
 		return true
 	}
 	if r := rewrite.Shift(pkt, p, d.Seq, d.Ack, false); r != rewrite.ReasonNone {
-		c.Malformed[r].Add(1)
+		c.malformed(r)
 		return true
 	}
-	c.ICMPTranslated.Add(1)
+	c.inc(counterICMPTranslated)
 	return true
-}
-
-// Counters sums every queue's counters into one value.
-func (e *Engine) Counters() CounterValues {
-	var v CounterValues
-	for _, c := range e.queues {
-		c.addTo(&v)
-	}
-	return v
 }
 
 // String describes the engine for logs.

@@ -2,9 +2,11 @@ package datapath
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -15,6 +17,7 @@ import (
 
 	"github.com/seqshiftd/seqshiftd/flowtable"
 	"github.com/seqshiftd/seqshiftd/policy"
+	"github.com/seqshiftd/seqshiftd/rewrite"
 	"github.com/seqshiftd/seqshiftd/tun"
 )
 
@@ -270,12 +273,12 @@ func TestRestartedConnectionIsReadmittedOnItsSYNACK(t *testing.T) {
 	if st := table.Stats(); st.Created != 2 {
 		t.Fatalf("%d flows created, want 2", st.Created)
 	}
-	if got := e.Counters().Restarted; got != 1 {
+	if got := e.count(counterRestarted, 0); got != 1 {
 		t.Fatalf("restarted counter %d, want 1", got)
 	}
 	// A retransmitted SYN-ACK of the new handshake is not another restart.
 	run(t, e, segment{src: server4, dst: client4, seq: 123, ack: syn.seq + 1, syn: true, ackFlag: true}.bytes(t))
-	if got := e.Counters().Restarted; got != 1 {
+	if got := e.count(counterRestarted, 0); got != 1 {
 		t.Fatalf("a retransmitted SYN-ACK counted as a restart (%d)", got)
 	}
 }
@@ -325,7 +328,7 @@ func TestMD5FlowExempt(t *testing.T) {
 	if !ok || f.Exempt() != flowtable.ExemptTCPMD5 {
 		t.Fatalf("flow tracked %t, exempt %v; want tcp_md5", ok, f)
 	}
-	if got := e.Counters().Exempt[flowtable.ExemptTCPMD5]; got != 1 {
+	if got := e.count(counterExempt, int(flowtable.ExemptTCPMD5)-1); got != 1 {
 		t.Fatalf("exempt counter %d, want 1", got)
 	}
 }
@@ -347,7 +350,7 @@ func TestStatelessRulePicksUpMidStream(t *testing.T) {
 	if out := run(t, e, pkt); string(out) != string(orig) {
 		t.Fatal("mid-stream segment of a stateful rule was modified")
 	}
-	if got := e.Counters().Passed[PassNoFlow]; got != 1 {
+	if got := e.count(counterPassed, int(PassNoFlow)); got != 1 {
 		t.Fatalf("passed no_flow %d, want 1", got)
 	}
 }
@@ -370,8 +373,8 @@ func TestMalformedCountedAndPassedOrDropped(t *testing.T) {
 			t.Fatal("malformed packet was modified")
 		}
 		var n uint64
-		for _, v := range e.Counters().Malformed {
-			n += v
+		for i := range counterMalformed.Len() {
+			n += e.count(counterMalformed, i)
 		}
 		if n != 1 {
 			t.Fatalf("malformed counter %d, want 1", n)
@@ -454,7 +457,7 @@ func TestICMPFragNeededQuoteTranslatedBack(t *testing.T) {
 	if sum != 0xffff {
 		t.Fatalf("ICMP checksum invalid after translation (folded sum %#x)", sum)
 	}
-	if got := e.Counters().ICMPTranslated; got != 1 {
+	if got := e.count(counterICMPTranslated, 0); got != 1 {
 		t.Fatalf("icmp_translated %d, want 1", got)
 	}
 }
@@ -538,8 +541,54 @@ func TestWhenFullPassOrDrop(t *testing.T) {
 		if f, _, ok := table.Lookup(client4, server4); !ok || f.State() != flowtable.StateEstablished {
 			t.Fatal("the established flow was evicted to make room")
 		}
-		if got := e.Counters().Refused; got != 1 {
+		if got := e.count(counterRefused, 0); got != 1 {
 			t.Fatalf("refused %d, want 1", got)
 		}
+	}
+}
+
+// TestCounters_KeepTheirNames pins the metric names and status keys that dashboards, alerts,
+// scripts and the netns suite read: the table may grow, but these must not move.
+func TestCounters_KeepTheirNames(t *testing.T) {
+	e, _ := testEngine(t, "")
+	metricNames := map[string]bool{}
+	statusKeys := map[string]bool{}
+	for _, d := range e.Descs() {
+		metricNames[d.Name] = true
+		if d.Status == "" {
+			continue
+		}
+		if !strings.Contains(d.Status, "%") {
+			statusKeys[d.Status] = true
+			continue
+		}
+		for _, v := range d.Values {
+			statusKeys[fmt.Sprintf(d.Status, v[0])] = true
+		}
+	}
+	for _, name := range []string{"passed_packets_total", "malformed_packets_total",
+		"icmp_translated_packets_total", "flows_exempt_total", "flows_refused_total",
+		"flows_adopted_total", "datapath_errors_total"} {
+		if !metricNames[name] {
+			t.Errorf("metric seqshiftd_%s is gone", name)
+		}
+	}
+	for _, key := range []string{"rewritten_packets_c2s", "rewritten_packets_s2c", "rewritten_bytes_c2s",
+		"rewritten_bytes_s2c", "icmp_translated", "flows_refused", "flows_adopted", "flows_restarted",
+		"read_errors", "write_errors", "malformed", "passed_not_tcp", "passed_no_flow", "passed_exempt",
+		"passed_zero_offset"} {
+		if !statusKeys[key] {
+			t.Errorf("status key %s is gone", key)
+		}
+	}
+	// Every reason has its label, and none is counted for "none".
+	if got := len(counterMalformed.Values); got != int(rewrite.NumReasons)-1 {
+		t.Errorf("%d malformed labels for %d reasons", got, rewrite.NumReasons-1)
+	}
+	if got := len(counterExempt.Values); got != int(flowtable.NumExempt)-1 {
+		t.Errorf("%d exempt labels for %d reasons", got, flowtable.NumExempt-1)
+	}
+	if vals := e.Values(); len(vals) != len(e.Descs()) {
+		t.Errorf("%d value rows for %d families", len(vals), len(e.Descs()))
 	}
 }

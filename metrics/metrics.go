@@ -1,7 +1,8 @@
 // Package metrics exposes seqshiftd's counters to Prometheus on an HTTP /metrics endpoint.
 //
 // The datapath keeps its own plain counters; this package reads them only when Prometheus
-// scrapes, through a Snapshot the daemon fills. It must never cost the datapath anything per
+// scrapes: counter families through their counter.Set (described once by their owner, exposed
+// here with no code per counter), and the daemon's other figures through a Snapshot it fills. It must never cost the datapath anything per
 // packet: nothing here is called per packet, no Prometheus counter is incremented by the
 // datapath, and every label value comes from a fixed set (reasons, states, directions) or from
 // the configured rule names, so the number of series is bounded by the configuration.
@@ -20,6 +21,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
+
+	"github.com/seqshiftd/seqshiftd/counter"
 )
 
 // Dir is a direction of a connection; its values match flowtable.Dir so the daemon can convert.
@@ -67,21 +70,11 @@ type Snapshot struct {
 
 	// FlowsActive counts tracked flows by state (flowtable.State strings).
 	FlowsActive map[string]int
-	// FlowsCreated counts flows admitted at a SYN; FlowsAdopted those picked up mid-stream.
-	FlowsCreated, FlowsAdopted uint64
+	// FlowsCreated counts flows admitted at a SYN.
+	FlowsCreated uint64
 	// FlowsExpired counts flows removed by their state's timeout; FlowsEvicted those removed
-	// early to make room; FlowsRefused new connections the full table could not admit.
-	FlowsExpired, FlowsEvicted, FlowsRefused uint64
-	// FlowsExempt counts flows admitted without rewriting, by reason (flowtable.Exempt strings
-	// other than none: no_rule, tcp_md5, tcp_ao, ...).
-	FlowsExempt map[string]uint64
-
-	// Malformed counts packets that could not be parsed or rewritten, by rewrite.Reason label.
-	Malformed map[string]uint64
-	// Passed counts packets written back untouched, by why (not_tcp, no_flow, exempt, ...).
-	Passed map[string]uint64
-	// ICMPTranslated counts ICMP errors whose quoted TCP sequence numbers were translated.
-	ICMPTranslated uint64
+	// early to make room.
+	FlowsExpired, FlowsEvicted uint64
 
 	// ReloadsOK and ReloadsFailed count SIGHUP reloads by outcome.
 	ReloadsOK, ReloadsFailed uint64
@@ -90,18 +83,19 @@ type Snapshot struct {
 	LastReloadFailed bool
 	// PolicyGeneration is the generation of the policy in force (1 at start, +1 per reload).
 	PolicyGeneration uint64
-
-	// ReadErrors and WriteErrors count failed TUN reads and writes.
-	ReadErrors, WriteErrors uint64
 }
 
 func desc(name, help string, labels ...string) *prometheus.Desc {
-	return prometheus.NewDesc("seqshiftd_"+name, help, labels, nil)
+	return prometheus.NewDesc(Prefix+name, help, labels, nil)
 }
+
+// Prefix starts every metric name.
+const Prefix = "seqshiftd_"
 
 // The metric names follow https://prometheus.io/docs/practices/naming/: a seqshiftd_ prefix,
 // base units, _total on counters, and one metric with a label where the label values add up to
-// a meaningful total (all reasons a packet was passed, both outcomes of a reload).
+// a meaningful total (all reasons a packet was passed, both outcomes of a reload). Counter
+// families of a counter.Set are named by their owner, under the same rules.
 var (
 	descBuildInfo = desc("build_info",
 		"A metric with a constant value of 1 labelled with the running seqshiftd's version.", "version")
@@ -115,32 +109,16 @@ var (
 		"TCP connections currently tracked, by state.", "state")
 	descFlowsCreated = desc("flows_created_total",
 		"TCP connections admitted to the flow table at their SYN.")
-	descFlowsAdopted = desc("flows_adopted_total",
-		"TCP connections picked up mid-stream under a stateless rule (their SYN was never seen).")
 	descFlowsExpired = desc("flows_expired_total",
 		"Tracked connections removed when their state's timeout ran out.")
 	descFlowsEvicted = desc("flows_evicted_total",
 		"Tracked connections removed early to make room for new ones.")
-	descFlowsRefused = desc("flows_refused_total",
-		"New TCP connections the flow table could not admit because it was full; they are handled per flows.when_full.")
-	descFlowsExempt = desc("flows_exempt_total",
-		"TCP connections tracked but never rewritten, by reason (no_rule: no rule matched; tcp_md5, tcp_ao: signed segments).",
-		"reason")
-	descMalformed = desc("malformed_packets_total",
-		"Packets that could not be parsed or rewritten, by reason; they are passed or dropped per the malformed setting.",
-		"reason")
-	descPassed = desc("passed_packets_total",
-		"Packets written back without a rewrite, by reason.", "reason")
-	descICMPTranslated = desc("icmp_translated_packets_total",
-		"ICMP errors quoting a rewritten TCP segment whose quoted sequence numbers were translated.")
 	descReloads = desc("config_reloads_total",
 		"Policy reloads (SIGHUP), by result (success, failure).", "result")
 	descLastReloadOK = desc("config_last_reload_successful",
 		"1 unless the most recent policy reload failed and the previous policy is still in force.")
 	descGeneration = desc("policy_generation",
 		"Generation of the policy in force: 1 at start, incremented by each successful reload.")
-	descDatapathErrors = desc("datapath_errors_total",
-		"Failed reads from and writes to the TUN device, by operation (read, write).", "op")
 )
 
 // defaultMinInterval is how long one Snapshot answers scrapes: filling it may walk the whole flow
@@ -160,9 +138,7 @@ type collector struct {
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		descBuildInfo, descRewrittenPackets, descRewrittenBytes, descFlowsActive, descFlowsCreated,
-		descFlowsAdopted, descFlowsExpired, descFlowsEvicted, descFlowsRefused, descFlowsExempt,
-		descMalformed, descPassed, descICMPTranslated, descReloads, descLastReloadOK,
-		descGeneration, descDatapathErrors,
+		descFlowsExpired, descFlowsEvicted, descReloads, descLastReloadOK, descGeneration,
 	} {
 		ch <- d
 	}
@@ -200,20 +176,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(descFlowsActive, float64(n), state)
 	}
 	counter(descFlowsCreated, s.FlowsCreated)
-	counter(descFlowsAdopted, s.FlowsAdopted)
 	counter(descFlowsExpired, s.FlowsExpired)
 	counter(descFlowsEvicted, s.FlowsEvicted)
-	counter(descFlowsRefused, s.FlowsRefused)
-	for reason, n := range s.FlowsExempt {
-		counter(descFlowsExempt, n, reason)
-	}
-	for reason, n := range s.Malformed {
-		counter(descMalformed, n, reason)
-	}
-	for reason, n := range s.Passed {
-		counter(descPassed, n, reason)
-	}
-	counter(descICMPTranslated, s.ICMPTranslated)
 	counter(descReloads, s.ReloadsOK, "success")
 	counter(descReloads, s.ReloadsFailed, "failure")
 	lastOK := 1.0
@@ -222,8 +186,40 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge(descLastReloadOK, lastOK)
 	gauge(descGeneration, float64(s.PolicyGeneration))
-	counter(descDatapathErrors, s.ReadErrors, "read")
-	counter(descDatapathErrors, s.WriteErrors, "write")
+}
+
+// setCollector exposes a counter.Set: one metric per Desc, one series per counter, read from
+// the set at every scrape (reading is a sum of atomics, so no cache is needed).
+type setCollector struct {
+	set   counter.Set
+	descs []*prometheus.Desc
+}
+
+func newSetCollector(s counter.Set) *setCollector {
+	c := &setCollector{set: s}
+	for _, d := range s.Descs() {
+		c.descs = append(c.descs, desc(d.Name, d.Help, d.Labels...))
+	}
+	return c
+}
+
+func (c *setCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range c.descs {
+		ch <- d
+	}
+}
+
+func (c *setCollector) Collect(ch chan<- prometheus.Metric) {
+	vals := c.set.Values()
+	for i, d := range c.set.Descs() {
+		for j, v := range vals[i] {
+			var labels []string
+			if len(d.Labels) != 0 {
+				labels = d.Values[j]
+			}
+			ch <- prometheus.MustNewConstMetric(c.descs[i], prometheus.CounterValue, float64(v), labels...)
+		}
+	}
 }
 
 // Metrics is seqshiftd's Prometheus registry: its own, never the global default one, so that
@@ -233,12 +229,13 @@ type Metrics struct {
 	collector *collector
 }
 
-// New returns the metrics for a daemon whose counters source fills in at scrape time. source
-// gets a zero Snapshot each time and must fill it with maps of its own that it does not touch
-// afterwards (the Snapshot is shared by the scrapes of the next second). It must be safe to call
-// from an HTTP goroutine while the datapath runs; it is called at most once per second however
-// many scrapes arrive. A nil source exposes only the Go runtime and process metrics.
-func New(source func(*Snapshot)) *Metrics {
+// New returns the metrics for a daemon whose counters source fills in at scrape time, and
+// every counter family of sets. source gets a zero Snapshot each time and must fill it with
+// maps of its own that it does not touch afterwards (the Snapshot is shared by the scrapes of
+// the next second). It must be safe to call from an HTTP goroutine while the datapath runs; it
+// is called at most once per second however many scrapes arrive. A nil source and no sets
+// expose only the Go runtime and process metrics. It panics if two families share a name.
+func New(source func(*Snapshot), sets ...counter.Set) *Metrics {
 	c := &collector{source: source, minInterval: defaultMinInterval}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
@@ -246,7 +243,22 @@ func New(source func(*Snapshot)) *Metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
-	return &Metrics{reg: reg, collector: c}
+	m := &Metrics{reg: reg, collector: c}
+	for _, s := range sets {
+		if err := m.Register(s); err != nil {
+			panic(err)
+		}
+	}
+	return m
+}
+
+// Register exposes the counter families of s from now on, e.g. those of a datapath started
+// after New. It fails if a family's name is already exposed.
+func (m *Metrics) Register(s counter.Set) error {
+	if err := m.reg.Register(newSetCollector(s)); err != nil {
+		return fmt.Errorf("metrics: register counters: %w", err)
+	}
+	return nil
 }
 
 // Registry returns the registry, for tests and for registering further collectors.

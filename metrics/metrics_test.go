@@ -15,6 +15,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
+
+	"github.com/seqshiftd/seqshiftd/counter"
 )
 
 // fullSnapshot sets every field, so the expected text below covers every metric.
@@ -26,18 +28,83 @@ func fullSnapshot(s *Snapshot) {
 			{"legacy-plc", ServerToClient}:   {Packets: 8, Bytes: 900},
 			{"reproducible", ClientToServer}: {Packets: 1 << 40, Bytes: 1 << 50},
 		},
-		FlowsActive:  map[string]int{"established": 12, "syn_sent": 0, "time_wait": 3},
-		FlowsCreated: 100, FlowsAdopted: 2, FlowsExpired: 80, FlowsEvicted: 1, FlowsRefused: 4,
-		FlowsExempt:      map[string]uint64{"no_rule": 7, "tcp_md5": 1, "tcp_ao": 0},
-		Malformed:        map[string]uint64{"short_ipv4": 5, "bad_data_offset": 0},
-		Passed:           map[string]uint64{"not_tcp": 50, "no_flow": 6, "exempt": 70, "zero_offset": 0},
-		ICMPTranslated:   9,
+		FlowsActive:      map[string]int{"established": 12, "syn_sent": 0, "time_wait": 3},
+		FlowsCreated:     100,
+		FlowsExpired:     80,
+		FlowsEvicted:     1,
 		ReloadsOK:        3,
 		ReloadsFailed:    1,
 		LastReloadFailed: true,
 		PolicyGeneration: 4,
-		ReadErrors:       0,
-		WriteErrors:      2,
+	}
+}
+
+// A counter.Set like the datapath's: families with and without labels, one with two labels.
+var (
+	testPassed = &counter.Desc{Name: "passed_packets_total", Help: "Packets written back without a rewrite, by reason.",
+		Labels: []string{"reason"}, Values: counter.Each("not_tcp", "no_flow"), Status: "passed_%s"}
+	testICMP = &counter.Desc{Name: "icmp_translated_packets_total",
+		Help: "ICMP errors quoting a rewritten TCP segment whose quoted sequence numbers were translated.", Status: "icmp_translated"}
+	testErrors = &counter.Desc{Name: "datapath_errors_total", Help: "Failed reads from and writes to the TUN device, by operation (read, write).",
+		Labels: []string{"op"}, Values: counter.Each("read", "write"), Status: "%s_errors"}
+	testKernel = &counter.Desc{Name: "kernel_passed_packets_total", Help: "Packets the kernel datapath passed, by reason and direction.",
+		Labels: []string{"reason", "direction"}, Values: [][]string{{"no_flow", "c2s"}, {"no_flow", "s2c"}}}
+	testTable = counter.NewTable(testPassed, testICMP, testErrors, testKernel)
+)
+
+type testSet struct{ b *counter.Block }
+
+func (s testSet) Descs() []*counter.Desc { return testTable.Descs() }
+func (s testSet) Values() [][]uint64     { return testTable.Sum([]*counter.Block{s.b}) }
+
+func fullSet() testSet {
+	b := testTable.NewBlock()
+	b.Add(testPassed, 0, 50)
+	b.Add(testPassed, 1, 6)
+	b.Add(testICMP, 0, 9)
+	b.Add(testErrors, 1, 2)
+	b.Add(testKernel, 1, 1<<40)
+	return testSet{b}
+}
+
+const setExposition = `
+# HELP seqshiftd_datapath_errors_total Failed reads from and writes to the TUN device, by operation (read, write).
+# TYPE seqshiftd_datapath_errors_total counter
+seqshiftd_datapath_errors_total{op="read"} 0
+seqshiftd_datapath_errors_total{op="write"} 2
+# HELP seqshiftd_icmp_translated_packets_total ICMP errors quoting a rewritten TCP segment whose quoted sequence numbers were translated.
+# TYPE seqshiftd_icmp_translated_packets_total counter
+seqshiftd_icmp_translated_packets_total 9
+# HELP seqshiftd_kernel_passed_packets_total Packets the kernel datapath passed, by reason and direction.
+# TYPE seqshiftd_kernel_passed_packets_total counter
+seqshiftd_kernel_passed_packets_total{direction="c2s",reason="no_flow"} 0
+seqshiftd_kernel_passed_packets_total{direction="s2c",reason="no_flow"} 1.099511627776e+12
+# HELP seqshiftd_passed_packets_total Packets written back without a rewrite, by reason.
+# TYPE seqshiftd_passed_packets_total counter
+seqshiftd_passed_packets_total{reason="no_flow"} 6
+seqshiftd_passed_packets_total{reason="not_tcp"} 50
+`
+
+func TestSetCollector_ExposesEveryCounterOfTheSet(t *testing.T) {
+	m := New(nil, fullSet())
+	names := []string{"seqshiftd_datapath_errors_total", "seqshiftd_icmp_translated_packets_total",
+		"seqshiftd_kernel_passed_packets_total", "seqshiftd_passed_packets_total"}
+	if err := testutil.GatherAndCompare(m.Registry(), strings.NewReader(setExposition), names...); err != nil {
+		t.Error(err)
+	}
+	problems, err := testutil.GatherAndLint(m.Registry(), names...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("promlint: %s: %s", p.Metric, p.Text)
+	}
+}
+
+func TestRegister_RefusesAFamilyExposedTwice(t *testing.T) {
+	m := New(nil, fullSet())
+	if err := m.Register(fullSet()); err == nil {
+		t.Error("a second set with the same families was registered")
 	}
 }
 
@@ -52,48 +119,20 @@ seqshiftd_config_last_reload_successful 0
 # TYPE seqshiftd_config_reloads_total counter
 seqshiftd_config_reloads_total{result="failure"} 1
 seqshiftd_config_reloads_total{result="success"} 3
-# HELP seqshiftd_datapath_errors_total Failed reads from and writes to the TUN device, by operation (read, write).
-# TYPE seqshiftd_datapath_errors_total counter
-seqshiftd_datapath_errors_total{op="read"} 0
-seqshiftd_datapath_errors_total{op="write"} 2
 # HELP seqshiftd_flows_active TCP connections currently tracked, by state.
 # TYPE seqshiftd_flows_active gauge
 seqshiftd_flows_active{state="established"} 12
 seqshiftd_flows_active{state="syn_sent"} 0
 seqshiftd_flows_active{state="time_wait"} 3
-# HELP seqshiftd_flows_adopted_total TCP connections picked up mid-stream under a stateless rule (their SYN was never seen).
-# TYPE seqshiftd_flows_adopted_total counter
-seqshiftd_flows_adopted_total 2
 # HELP seqshiftd_flows_created_total TCP connections admitted to the flow table at their SYN.
 # TYPE seqshiftd_flows_created_total counter
 seqshiftd_flows_created_total 100
 # HELP seqshiftd_flows_evicted_total Tracked connections removed early to make room for new ones.
 # TYPE seqshiftd_flows_evicted_total counter
 seqshiftd_flows_evicted_total 1
-# HELP seqshiftd_flows_exempt_total TCP connections tracked but never rewritten, by reason (no_rule: no rule matched; tcp_md5, tcp_ao: signed segments).
-# TYPE seqshiftd_flows_exempt_total counter
-seqshiftd_flows_exempt_total{reason="no_rule"} 7
-seqshiftd_flows_exempt_total{reason="tcp_ao"} 0
-seqshiftd_flows_exempt_total{reason="tcp_md5"} 1
 # HELP seqshiftd_flows_expired_total Tracked connections removed when their state's timeout ran out.
 # TYPE seqshiftd_flows_expired_total counter
 seqshiftd_flows_expired_total 80
-# HELP seqshiftd_flows_refused_total New TCP connections the flow table could not admit because it was full; they are handled per flows.when_full.
-# TYPE seqshiftd_flows_refused_total counter
-seqshiftd_flows_refused_total 4
-# HELP seqshiftd_icmp_translated_packets_total ICMP errors quoting a rewritten TCP segment whose quoted sequence numbers were translated.
-# TYPE seqshiftd_icmp_translated_packets_total counter
-seqshiftd_icmp_translated_packets_total 9
-# HELP seqshiftd_malformed_packets_total Packets that could not be parsed or rewritten, by reason; they are passed or dropped per the malformed setting.
-# TYPE seqshiftd_malformed_packets_total counter
-seqshiftd_malformed_packets_total{reason="bad_data_offset"} 0
-seqshiftd_malformed_packets_total{reason="short_ipv4"} 5
-# HELP seqshiftd_passed_packets_total Packets written back without a rewrite, by reason.
-# TYPE seqshiftd_passed_packets_total counter
-seqshiftd_passed_packets_total{reason="exempt"} 70
-seqshiftd_passed_packets_total{reason="no_flow"} 6
-seqshiftd_passed_packets_total{reason="not_tcp"} 50
-seqshiftd_passed_packets_total{reason="zero_offset"} 0
 # HELP seqshiftd_policy_generation Generation of the policy in force: 1 at start, incremented by each successful reload.
 # TYPE seqshiftd_policy_generation gauge
 seqshiftd_policy_generation 4
@@ -332,4 +371,4 @@ func TestDir_LabelValues(t *testing.T) {
 }
 
 // The daemon passes a method value func(*Snapshot) to New.
-var _ func(func(*Snapshot)) *Metrics = New
+var _ func(func(*Snapshot), ...counter.Set) *Metrics = New

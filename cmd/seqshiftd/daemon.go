@@ -135,7 +135,7 @@ func (d *daemon) run() error {
 		if err != nil {
 			return fmt.Errorf("metrics_listen: %w", err)
 		}
-		d.metrics = metrics.New(d.scrape)
+		d.metrics = metrics.New(d.scrape, d.counterSets()...)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

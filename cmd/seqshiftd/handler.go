@@ -4,7 +4,7 @@ import (
 	"time"
 
 	"github.com/seqshiftd/seqshiftd/control"
-	"github.com/seqshiftd/seqshiftd/datapath"
+	"github.com/seqshiftd/seqshiftd/counter"
 	"github.com/seqshiftd/seqshiftd/flowtable"
 	"github.com/seqshiftd/seqshiftd/steering"
 )
@@ -24,31 +24,15 @@ func (d *daemon) Status() control.Status {
 	lastErr, lastReload := d.lastReloadErr, d.lastReload
 	ok, failed := d.reloadsOK, d.reloadsFailed
 	d.reloadMu.Unlock()
-	c := d.engine.Counters()
 	counters := map[string]uint64{
-		"rewritten_packets_c2s": c.RewrittenPackets[flowtable.ClientToServer],
-		"rewritten_packets_s2c": c.RewrittenPackets[flowtable.ServerToClient],
-		"rewritten_bytes_c2s":   c.RewrittenBytes[flowtable.ClientToServer],
-		"rewritten_bytes_s2c":   c.RewrittenBytes[flowtable.ServerToClient],
-		"icmp_translated":       c.ICMPTranslated,
-		"flows_refused":         c.Refused,
-		"flows_adopted":         c.Adopted,
-		"flows_restarted":       c.Restarted,
-		"read_errors":           c.ReadErrors,
-		"write_errors":          c.WriteErrors,
-		"reloads_ok":            ok,
-		"reloads_failed":        failed,
-		"flows_created":         st.Created,
-		"flows_expired":         st.Expired,
-		"flows_evicted":         st.Evicted,
+		"reloads_ok":     ok,
+		"reloads_failed": failed,
+		"flows_created":  st.Created,
+		"flows_expired":  st.Expired,
+		"flows_evicted":  st.Evicted,
 	}
-	var malformed uint64
-	for _, v := range c.Malformed {
-		malformed += v
-	}
-	counters["malformed"] = malformed
-	for i, v := range c.Passed {
-		counters["passed_"+datapath.Pass(i).String()] = v
+	for _, s := range d.counterSets() {
+		counter.AddStatus(counters, s)
 	}
 	byState := make(map[string]int)
 	for s, n := range st.ByState {
@@ -68,6 +52,12 @@ func (d *daemon) Status() control.Status {
 		FlowsByState:    byState,
 		Counters:        counters,
 	}
+}
+
+// counterSets are every source of counters that status and metrics show, each described by
+// its owner (see package counter).
+func (d *daemon) counterSets() []counter.Set {
+	return []counter.Set{d.engine}
 }
 
 // Flows implements control.Handler.

@@ -4,10 +4,8 @@ import (
 	"maps"
 	"sync"
 
-	"github.com/seqshiftd/seqshiftd/datapath"
 	"github.com/seqshiftd/seqshiftd/flowtable"
 	"github.com/seqshiftd/seqshiftd/metrics"
-	"github.com/seqshiftd/seqshiftd/rewrite"
 )
 
 // ruleTraffic keeps per-rule traffic totals for Prometheus without any per-packet cost: the
@@ -79,9 +77,9 @@ func (r *ruleTraffic) totals(table *flowtable.Table) map[metrics.RuleDir]metrics
 	return maps.Clone(r.reported)
 }
 
-// scrape fills a metrics snapshot from the datapath, the flow table and the reload history.
+// scrape fills a metrics snapshot from the flow table and the reload history. The datapath's
+// counters are not in it: metrics reads them through their counter.Set.
 func (d *daemon) scrape(s *metrics.Snapshot) {
-	c := d.engine.Counters()
 	st := d.table.Stats()
 	s.Version = buildVersion()
 	s.Rewritten = d.traffic.totals(d.table)
@@ -89,26 +87,7 @@ func (d *daemon) scrape(s *metrics.Snapshot) {
 	for i, n := range st.ByState {
 		s.FlowsActive[flowtable.State(i).String()] = n
 	}
-	s.FlowsCreated, s.FlowsAdopted = st.Created, st.Adopted
-	s.FlowsExpired, s.FlowsEvicted, s.FlowsRefused = st.Expired, st.Evicted, st.Refused
-	s.FlowsExempt = make(map[string]uint64, flowtable.NumExempt)
-	for i, n := range c.Exempt {
-		if e := flowtable.Exempt(i); e != flowtable.ExemptNone {
-			s.FlowsExempt[e.String()] = n
-		}
-	}
-	s.Malformed = make(map[string]uint64, rewrite.NumReasons)
-	for i, n := range c.Malformed {
-		if r := rewrite.Reason(i); r != rewrite.ReasonNone {
-			s.Malformed[r.String()] = n
-		}
-	}
-	s.Passed = make(map[string]uint64, len(c.Passed))
-	for i, n := range c.Passed {
-		s.Passed[datapath.Pass(i).String()] = n
-	}
-	s.ICMPTranslated = c.ICMPTranslated
-	s.ReadErrors, s.WriteErrors = c.ReadErrors, c.WriteErrors
+	s.FlowsCreated, s.FlowsExpired, s.FlowsEvicted = st.Created, st.Expired, st.Evicted
 	s.PolicyGeneration = d.engine.Policy().Generation
 	d.reloadMu.Lock()
 	s.ReloadsOK, s.ReloadsFailed = d.reloadsOK, d.reloadsFailed
