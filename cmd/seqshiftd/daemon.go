@@ -66,12 +66,12 @@ type daemon struct {
 	level   zap.AtomicLevel
 	started time.Time
 
-	table   *flowtable.Table
-	dev     tun.Device
-	engine  *datapath.Engine
-	steer   steering.Config
-	metrics *metrics.Metrics
-	traffic *ruleTraffic
+	table    *flowtable.Table
+	dev      tun.Device
+	engine   *datapath.Engine
+	steering steering.Config
+	metrics  *metrics.Metrics
+	traffic  *ruleTraffic
 
 	reloadMu      sync.Mutex
 	lastReloadErr string
@@ -80,23 +80,50 @@ type daemon struct {
 	reloadsFailed uint64
 }
 
+// run is the daemon's life, phase by phase. A failure before serving leaves whatever steering
+// was installed in place: fail-closed, as after a crash.
 func (d *daemon) run() error {
-	cfg := d.boot
-	log := d.log
 	// Signals first: a SIGHUP that arrives while starting (a script reloading as soon as the
-	// control socket answers) must be queued for the loop below, not kill the process.
+	// control socket answers) must be queued for serve's loop, not kill the process.
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(sigs)
-	log.Info("starting", zap.String("version", buildVersion()), zap.String("config", d.path))
+	d.log.Info("starting", zap.String("version", buildVersion()), zap.String("config", d.path))
+
+	if err := d.restore(); err != nil {
+		return err
+	}
+	if err := d.open(); err != nil {
+		return err
+	}
+	defer d.dev.Close()
+	if err := d.steer(); err != nil {
+		return err
+	}
+	s, err := d.serve(sigs)
+	if err != nil {
+		return err
+	}
+	return d.stop(s)
+}
+
+// restore builds the flow table and fills it from the previous run's snapshot, so that
+// connections survive a restart; it reads the ISN key first, since a rule may need it.
+func (d *daemon) restore() error {
+	cfg := d.boot
 	if err := cfg.LoadKey(true); err != nil {
 		return err
 	}
-
 	d.traffic = newRuleTraffic()
 	d.table = flowtable.New(flowtable.Config{MaxFlows: cfg.Flows.Max, Timeouts: cfg.Flows.Timeouts, OnRemove: d.traffic.retire})
 	d.restoreState()
+	return nil
+}
 
+// open creates the datapath: the TUN device and the engine that will serve its queues. Nothing
+// is steered to it yet.
+func (d *daemon) open() error {
+	cfg := d.boot
 	mtu, err := tunMTU(cfg)
 	if err != nil {
 		return err
@@ -105,64 +132,80 @@ func (d *daemon) run() error {
 	if queues == 0 {
 		queues = runtime.NumCPU()
 	}
-	d.dev, err = tun.Open(tun.Config{Name: cfg.Tun.Name, MTU: mtu, Queues: queues, Offload: cfg.Tun.Offload}, log.Named("tun"))
+	d.dev, err = tun.Open(tun.Config{Name: cfg.Tun.Name, MTU: mtu, Queues: queues, Offload: cfg.Tun.Offload}, d.log.Named("tun"))
 	if err != nil {
 		return fmt.Errorf("open TUN %s: %w", cfg.Tun.Name, err)
 	}
-	defer d.dev.Close()
+	d.engine = datapath.New(d.dev, d.table, &datapath.Policy{Config: cfg, Generation: 1}, d.log)
+	return nil
+}
 
-	d.steer = steeringConfig(cfg)
-	report, err := steering.Install(d.steer, log.Named("steering"))
+// steer installs the policy routing that sends intercepted traffic to the datapath, replacing
+// a previous run's leftovers.
+func (d *daemon) steer() error {
+	d.steering = steeringConfig(d.boot)
+	report, err := steering.Install(d.steering, d.log.Named("steering"))
 	if err != nil {
 		return fmt.Errorf("install steering: %w", err)
 	}
-	report.Log(log.Named("steering"))
+	report.Log(d.log.Named("steering"))
+	return nil
+}
 
-	d.engine = datapath.New(d.dev, d.table, &datapath.Policy{Config: cfg, Generation: 1}, log)
+// serving is what serve started and stop ends.
+type serving struct {
+	ctl    *control.Server
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	err    error // why serving ended, when not by a signal
+}
 
+// serve opens the control socket and the metrics endpoint, starts the datapath and the flow
+// expiry, tells systemd it is ready, and then handles signals and snapshots until told to stop
+// or until the datapath ends. An error means serving could not start; what it had started is
+// closed again.
+func (d *daemon) serve(sigs <-chan os.Signal) (*serving, error) {
+	cfg, log := d.boot, d.log
 	ctl, err := control.Listen(cfg.ControlSocket, d, log.Named("control"))
 	if err != nil {
-		return fmt.Errorf("control socket: %w", err)
+		return nil, fmt.Errorf("control socket: %w", err)
 	}
-	defer ctl.Close()
-
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var wg sync.WaitGroup
+	s := &serving{ctl: ctl, cancel: cancel}
 	if cfg.MetricsListen != "" {
 		// Listen before READY=1 so that a taken address fails the start, not a later scrape.
 		ln, err := net.Listen("tcp", cfg.MetricsListen)
 		if err != nil {
-			return fmt.Errorf("metrics_listen: %w", err)
+			cancel()
+			ctl.Close()
+			return nil, fmt.Errorf("metrics_listen: %w", err)
 		}
 		d.metrics = metrics.New(d.scrape, d.counterSets()...)
-		wg.Add(1)
+		s.wg.Add(1)
 		go func() {
-			defer wg.Done()
+			defer s.wg.Done()
 			if err := d.metrics.ServeListener(ctx, ln, log.Named("metrics")); err != nil {
 				log.Error("metrics endpoint stopped", zap.Error(err))
 			}
 		}()
 	}
-	wg.Add(2)
+	s.wg.Add(2)
 	go func() {
-		defer wg.Done()
+		defer s.wg.Done()
 		d.table.RunExpiry(ctx, time.Second)
 	}()
 	engineDone := make(chan error, 1)
 	go func() {
-		defer wg.Done()
+		defer s.wg.Done()
 		engineDone <- d.engine.Run(ctx)
 	}()
 
 	notify(log, sddaemon.SdNotifyReady)
-	log.Info("running", zap.Stringer("datapath", d.engine), zap.Int("mtu", mtu),
+	log.Info("running", zap.Stringer("datapath", d.engine), zap.Int("mtu", d.dev.MTU()),
 		zap.Int("flows_restored", d.table.Stats().Active))
 
 	snap := time.NewTicker(cfg.SnapshotInterval) // policy guarantees at least 1s
 	defer snap.Stop()
-	var runErr error
-loop:
 	for {
 		select {
 		case sig := <-sigs:
@@ -171,7 +214,7 @@ loop:
 				continue
 			}
 			log.Info("stopping", zap.Stringer("signal", sig))
-			break loop
+			return s, nil
 		case <-snap.C:
 			d.snapshot()
 		case err := <-engineDone:
@@ -180,28 +223,36 @@ loop:
 			if err == nil {
 				err = errors.New("the TUN device went away")
 			}
-			runErr = fmt.Errorf("datapath stopped: %w", err)
-			break loop
+			s.err = fmt.Errorf("datapath stopped: %w", err)
+			return s, nil
 		}
 	}
+}
+
+// stop ends what serve started, writes the last snapshot and, per on_stop, leaves the steering
+// in place (fail-closed) or removes it. It returns why serving ended, if by a failure.
+func (d *daemon) stop(s *serving) error {
+	log := d.log
 	notify(log, sddaemon.SdNotifyStopping)
-	cancel()
+	s.cancel()
 	// Closing the TUN unblocks the readers and takes its route out of the steering table: from
 	// here on the blackhole behind it drops intercepted packets instead of forwarding them raw.
 	_ = d.dev.Close()
-	wg.Wait()
+	s.wg.Wait()
 	d.snapshot()
+	err := s.err
 	if d.engine.Policy().Config.OnStop == policy.OnStopRestore {
-		if err := steering.Remove(d.steer, log.Named("steering")); err != nil {
-			log.Error("remove steering", zap.Error(err))
-			runErr = errors.Join(runErr, err)
+		if rerr := steering.Remove(d.steering, log.Named("steering")); rerr != nil {
+			log.Error("remove steering", zap.Error(rerr))
+			err = errors.Join(err, rerr)
 		} else {
 			log.Info("steering removed (on_stop: restore); traffic is forwarded untouched")
 		}
 	} else {
 		log.Info("steering left in place (on_stop: fail-closed); intercepted traffic is dropped until seqshiftd runs again")
 	}
-	return runErr
+	s.ctl.Close()
+	return err
 }
 
 // restoreState loads the previous run's flows so that connections survive a restart. A corrupt

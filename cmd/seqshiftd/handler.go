@@ -13,7 +13,7 @@ import (
 func (d *daemon) Status() control.Status {
 	pol := d.engine.Policy()
 	st := d.table.Stats()
-	installed, err := steering.Installed(d.steer)
+	installed, err := steering.Installed(d.steering)
 	detail := "installed"
 	if err != nil {
 		detail = err.Error()
