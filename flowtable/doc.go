@@ -1,5 +1,6 @@
 // Package flowtable is seqshiftd's table of tracked TCP connections: one entry per connection,
-// found from either direction, holding the two sequence offsets the datapath applies, a
+// found from either direction, holding the two sequence offsets the datapath applies (as
+// seqnum.Deltas, with the one statement of which goes where in DeltasOf and QuoteDeltasOf), a
 // conntrack-like TCP state with per-state timeouts, counters, and enough to survive a restart
 // through an atomic, checksummed snapshot file.
 //
@@ -98,5 +99,5 @@
 // one, so a SYN flood cannot push out live connections; it never allocates or takes a lock in
 // Lookup or in Observe; it never holds a shard lock while calling user code (OnRemove, the
 // Range callback) or doing I/O; it never admits anything from a snapshot file that fails its
-// checks.
+// checks; and no other package decides the sign of an offset: callers ask Deltas.
 package flowtable
