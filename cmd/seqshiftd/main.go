@@ -27,6 +27,7 @@ commands:
   flows     [-c FILE] [--json] list tracked connections
   teardown  [-c FILE]          remove the policy rules and routes seqshiftd installed
   lab       [--keep]           build a namespace lab, run connections through seqshiftd, show both sides
+  verify    CLIENT.pcap SERVER.pcap [--json] [--strict]  prove from captures on both sides that every segment maps
   version                      print the version
 
 FILE defaults to ` + defaultConfig + `
@@ -56,6 +57,8 @@ func dispatch(args []string, stdout, stderr io.Writer) int {
 		return cmdTeardown(rest, stdout, stderr)
 	case "lab":
 		return cmdLab(rest, stdout, stderr)
+	case "verify":
+		return cmdVerify(rest, stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "seqshiftd", buildVersion())
 		return 0

@@ -1,0 +1,430 @@
+package verify
+
+import (
+	"fmt"
+
+	"github.com/seqshiftd/seqshiftd/rewrite"
+)
+
+// Pairing states of a seg.
+const (
+	unpaired uint8 = iota
+	paired         // paired one to one by ident
+	gsoPaired      // part of a byte-range pairing: a super-packet on one side, its segments on the other
+)
+
+// maxCandidates bounds how many equal segments are tried for an exact match, so that a capture
+// whose segments all look alike (IPv6 without timestamps) costs linear time, not quadratic.
+const maxCandidates = 64
+
+// identIndex finds a direction's unpaired segments by ident, oldest first.
+type identIndex map[ident]*identList
+
+type identList struct {
+	idx  []int32
+	head int // idx[:head] are all paired
+}
+
+func indexOf(segs []seg) identIndex {
+	m := make(identIndex, len(segs))
+	for i := range segs {
+		l := m[segs[i].id]
+		if l == nil {
+			l = &identList{}
+			m[segs[i].id] = l
+		}
+		l.idx = append(l.idx, int32(i))
+	}
+	return m
+}
+
+// candidates returns up to maxCandidates unpaired segments equal to id, after position after
+// (-1: any), oldest first.
+func (m identIndex) candidates(segs []seg, id ident, after int32, buf []int32) []int32 {
+	l := m[id]
+	if l == nil {
+		return buf[:0]
+	}
+	for l.head < len(l.idx) && segs[l.idx[l.head]].state != unpaired {
+		l.head++
+	}
+	buf = buf[:0]
+	for _, i := range l.idx[l.head:] {
+		if i > after && segs[i].state == unpaired {
+			buf = append(buf, i)
+			if len(buf) == maxCandidates {
+				break
+			}
+		}
+	}
+	return buf
+}
+
+// direction pairs the segments of one direction (seq space d) of a connection between the client
+// capture (a) and the server capture (b).
+type direction struct {
+	d      int
+	a, b   *dirRecs
+	ia, ib identIndex
+}
+
+// pairConn pairs every segment and ICMP error of a connection found in both captures and
+// records in r what it found.
+func (pc *pairedConn) pair() {
+	for d := range 2 {
+		pc.dirs[d] = &direction{d: d, a: &pc.a.dirs[d], b: &pc.b.dirs[d]}
+		pc.dirs[d].ia, pc.dirs[d].ib = indexOf(pc.a.dirs[d].segs), indexOf(pc.b.dirs[d].segs)
+	}
+	for d := range 2 {
+		pc.offsetFromSegments(d)
+	}
+	for d := range 2 {
+		if !pc.known[d] {
+			pc.offsetFromAcks(d)
+		}
+	}
+	for d := range 2 {
+		if pc.known[d] {
+			pc.pairDirection(pc.dirs[d])
+			pc.pairRanges(pc.dirs[d], false)
+			pc.pairRanges(pc.dirs[d], true)
+		}
+		pc.oneSided(pc.dirs[d])
+	}
+	pc.pairICMP()
+}
+
+// offsetFromSegments finds seq space d's offset: from the SYNs when both captures hold one, else
+// from the most common difference between equal segments among the first of the direction.
+func (pc *pairedConn) offsetFromSegments(d int) {
+	dr := pc.dirs[d]
+	if dr.a.syn >= 0 && dr.b.syn >= 0 {
+		pc.delta[d], pc.known[d], pc.from[d] = dr.b.segs[dr.b.syn].seq-dr.a.segs[dr.a.syn].seq, true, "syn"
+		return
+	}
+	votes := map[uint32]int{}
+	var buf []int32
+	for i := range min(len(dr.a.segs), 256) {
+		a := &dr.a.segs[i]
+		buf = dr.ib.candidates(dr.b.segs, a.id, -1, buf)
+		if len(buf) == 1 {
+			votes[dr.b.segs[buf[0]].seq-a.seq]++
+		}
+	}
+	if v, ok := mode(votes); ok {
+		pc.delta[d], pc.known[d], pc.from[d] = v, true, "segments"
+	}
+}
+
+// offsetFromAcks finds seq space d's offset from the acknowledgments of the other direction,
+// for a direction whose own segments never showed up on both sides.
+func (pc *pairedConn) offsetFromAcks(d int) {
+	dr := pc.dirs[1-d]
+	votes := map[uint32]int{}
+	var buf []int32
+	for i := range min(len(dr.a.segs), 256) {
+		a := &dr.a.segs[i]
+		if a.id.flags&rewrite.FlagACK == 0 {
+			continue
+		}
+		buf = dr.ib.candidates(dr.b.segs, a.id, -1, buf)
+		if len(buf) == 1 {
+			votes[dr.b.segs[buf[0]].ack-a.ack]++
+		}
+	}
+	if v, ok := mode(votes); ok {
+		pc.delta[d], pc.known[d], pc.from[d] = v, true, "acks"
+	}
+}
+
+func mode(votes map[uint32]int) (uint32, bool) {
+	var best uint32
+	n := 0
+	for v, c := range votes {
+		if c > n || c == n && v < best {
+			best, n = v, c
+		}
+	}
+	return best, n > 0
+}
+
+// pairDirection pairs the segments of one direction by ident, preferring exact matches, and
+// checks every pair.
+func (pc *pairedConn) pairDirection(dr *direction) {
+	var cands, own []int32
+	for i := range dr.a.segs {
+		a := &dr.a.segs[i]
+		cands = dr.ib.candidates(dr.b.segs, a.id, -1, cands)
+		if len(cands) == 0 {
+			continue
+		}
+		j := int32(-1)
+		for _, c := range cands {
+			if pc.mismatch(dr, a, &dr.b.segs[c], true) == "" {
+				j = c
+				break
+			}
+		}
+		if j < 0 {
+			// No equal segment maps exactly. If the oldest one maps exactly to a later equal of
+			// this side, this one was dropped on the way (or by the capture); otherwise it is
+			// the peer, and broken.
+			b := &dr.b.segs[cands[0]]
+			own = dr.ia.candidates(dr.a.segs, a.id, int32(i), own)
+			dropped := false
+			for _, o := range own {
+				if pc.mismatch(dr, &dr.a.segs[o], b, true) == "" {
+					dropped = true
+					break
+				}
+			}
+			if dropped {
+				continue
+			}
+			j = cands[0]
+		}
+		b := &dr.b.segs[j]
+		a.state, b.state, a.peer, b.peer = paired, paired, j, int32(i)
+		pc.check(dr, int32(i), j, false)
+	}
+}
+
+// pairRanges pairs what pairDirection left by byte range: a data segment of one capture (the
+// client's, or the server's when swap) whose bytes the other capture holds as several unpaired
+// segments, each starting where the previous ended — a GSO/GRO super-packet and its segments.
+// The segments of a super-packet all carry its timestamps, which is checked too.
+func (pc *pairedConn) pairRanges(dr *direction, swap bool) {
+	big, small, delta := dr.a, dr.b, pc.delta[dr.d]
+	if swap {
+		big, small, delta = dr.b, dr.a, -delta
+	}
+	starts := map[uint32]int32{} // unpaired data segments of small, by start in big's numbering
+	for i := range small.segs {
+		if s := &small.segs[i]; s.state == unpaired && s.id.plen > 0 {
+			if _, dup := starts[s.seq-delta]; !dup {
+				starts[s.seq-delta] = int32(i)
+			}
+		}
+	}
+	if len(starts) == 0 {
+		return
+	}
+	var pieces []int32
+	for i := range big.segs {
+		s := &big.segs[i]
+		if s.state != unpaired || s.id.plen == 0 {
+			continue
+		}
+		pieces = pieces[:0]
+		pos, end := s.seq, s.seq+s.id.plen
+		for pos != end {
+			j, ok := starts[pos]
+			if !ok {
+				break
+			}
+			p := &small.segs[j]
+			if p.state != unpaired || int32(end-(pos+p.id.plen)) < 0 ||
+				p.id.hasTS != s.id.hasTS || p.id.tsval != s.id.tsval || p.id.tsecr != s.id.tsecr {
+				break
+			}
+			pieces = append(pieces, j)
+			pos += p.id.plen
+		}
+		if pos != end || len(pieces) < 2 {
+			continue
+		}
+		s.state, s.peer = gsoPaired, pieces[0]
+		for _, j := range pieces {
+			small.segs[j].state, small.segs[j].peer = gsoPaired, int32(i)
+			ai, bj := int32(i), j
+			if swap {
+				ai, bj = j, int32(i)
+			}
+			pc.check(dr, ai, bj, true)
+		}
+		pc.stats[dr.d].GSOPaired++
+	}
+}
+
+// mismatch says which field of b does not map from a with the connection's offsets ("" when
+// all do): seq (unless !seq), ack, SACK edges. It does not look at checksums.
+func (pc *pairedConn) mismatch(dr *direction, a, b *seg, seq bool) string {
+	d := dr.d
+	if got, want := b.seq, a.seq+pc.delta[d]; seq && got != want {
+		return fmt.Sprintf("seq %d on the server side, expected %d (client side %d %+d)", got, want, a.seq, int32(pc.delta[d]))
+	}
+	if a.id.flags&rewrite.FlagACK == 0 {
+		return ""
+	}
+	if !pc.known[1-d] {
+		return ""
+	}
+	if got, want := b.ack, a.ack+pc.delta[1-d]; got != want {
+		return fmt.Sprintf("ack %d on the server side, expected %d (client side %d %+d)", got, want, a.ack, int32(pc.delta[1-d]))
+	}
+	ea, eb := dr.a.sack[a.sackAt:a.sackAt+uint32(a.nsack)], dr.b.sack[b.sackAt:b.sackAt+uint32(b.nsack)]
+	if len(ea) != len(eb) {
+		return fmt.Sprintf("%d SACK blocks on the server side, %d on the client side", len(eb)/2, len(ea)/2)
+	}
+	for k := range ea {
+		if got, want := eb[k], ea[k]+pc.delta[1-d]; got != want {
+			side := "left"
+			if k%2 == 1 {
+				side = "right"
+			}
+			return fmt.Sprintf("SACK block %d %s edge %d on the server side, expected %d (client side %d %+d)",
+				k/2+1, side, got, want, ea[k], int32(pc.delta[1-d]))
+		}
+	}
+	return ""
+}
+
+// check judges the pair (client capture segment ai, server capture segment bj) of direction dr
+// and counts it.
+func (pc *pairedConn) check(dr *direction, ai, bj int32, gso bool) {
+	st := &pc.stats[dr.d]
+	a, b := &dr.a.segs[ai], &dr.b.segs[bj]
+	st.Paired++
+	for _, c := range [2]csum{a.csum, b.csum} {
+		switch c {
+		case csumPartial:
+			st.ChecksumsPartial++
+		case csumUnchecked:
+			st.ChecksumsUnchecked++
+		}
+	}
+	// A GSO piece's seq is where its bytes sit in the super-packet, which pairRanges matched.
+	what := pc.mismatch(dr, a, b, !gso)
+	switch {
+	case what != "":
+	case a.csum.bad():
+		what = fmt.Sprintf("%s checksum invalid on the client side", csumWhat(a.csum))
+	case b.csum.bad():
+		what = fmt.Sprintf("%s checksum invalid on the server side", csumWhat(b.csum))
+	default:
+		return
+	}
+	st.Broken++
+	pc.breakAt(dr.d, ai, bj, what)
+}
+
+func csumWhat(c csum) string {
+	if c == csumBadIP {
+		return "IPv4 header"
+	}
+	return "TCP"
+}
+
+// oneSided counts the segments of a direction that only one capture holds.
+func (pc *pairedConn) oneSided(dr *direction) {
+	st := &pc.stats[dr.d]
+	for side, recs := range [2]*dirRecs{dr.a, dr.b} {
+		for i := range recs.segs {
+			if recs.segs[i].state != unpaired {
+				continue
+			}
+			st.OnlyIn[side]++
+			if st.firstOnly[side] < 0 {
+				st.firstOnly[side] = int32(i)
+			}
+		}
+	}
+}
+
+// pairICMP pairs the ICMP errors the two captures hold by what a gateway leaves alone in them
+// and checks the quoted numbers; an error only one capture holds must quote a segment of that
+// capture, in that side's numbering.
+func (pc *pairedConn) pairICMP() {
+	for i := range pc.a.icmps {
+		a := &pc.a.icmps[i]
+		for j := range pc.b.icmps {
+			b := &pc.b.icmps[j]
+			if b.paired || a.typ != b.typ || a.code != b.code || a.from != b.from || a.ipid != b.ipid ||
+				a.quoteLen != b.quoteLen || a.dir != b.dir {
+				continue
+			}
+			a.paired, b.paired = true, true
+			pc.icmp.Paired++
+			pc.checkICMP(a, b)
+			break
+		}
+	}
+	for side, recs := range [2]*connRecs{pc.a, pc.b} {
+		for i := range recs.icmps {
+			if q := &recs.icmps[i]; !q.paired {
+				pc.checkOneSidedICMP(side, q)
+			}
+		}
+	}
+}
+
+func (pc *pairedConn) checkICMP(a, b *icmpRec) {
+	d := a.dir
+	var what string
+	switch {
+	case !pc.known[d]:
+		pc.icmp.Unverified++
+		return
+	case b.seq != a.seq+pc.delta[d]:
+		what = fmt.Sprintf("ICMP quoted seq %d on the server side, expected %d (client side %d %+d)", b.seq, a.seq+pc.delta[d], a.seq, int32(pc.delta[d]))
+	case a.hasAck && b.hasAck && pc.known[1-d] && b.ack != a.ack+pc.delta[1-d]:
+		what = fmt.Sprintf("ICMP quoted ack %d on the server side, expected %d (client side %d %+d)", b.ack, a.ack+pc.delta[1-d], a.ack, int32(pc.delta[1-d]))
+	case a.csum.bad():
+		what = "ICMP checksum invalid on the client side"
+	case b.csum.bad():
+		what = "ICMP checksum invalid on the server side"
+	default:
+		return
+	}
+	pc.icmp.Broken++
+	pc.icmpBreak(a, b, what)
+}
+
+// checkOneSidedICMP checks an error only one capture holds (side 0: the client's): the host on
+// that side must see a quote of its own segment, so the quoted seq must fall in a segment of
+// that capture; one that falls in a segment only after the other side's offset is applied was
+// not translated.
+func (pc *pairedConn) checkOneSidedICMP(side int, q *icmpRec) {
+	recs := &pc.a.dirs[q.dir]
+	if side == 1 {
+		recs = &pc.b.dirs[q.dir]
+	}
+	var what string
+	switch {
+	case q.csum.bad():
+		what = "ICMP checksum invalid"
+	case covers(recs.segs, q.seq):
+		pc.icmp.OneSidedOK++
+		return
+	case pc.known[q.dir]:
+		other := q.seq - pc.delta[q.dir] // the client's numbering, were q in the server's
+		if side == 0 {
+			other = q.seq + pc.delta[q.dir]
+		}
+		if covers(recs.segs, other) {
+			what = fmt.Sprintf("ICMP quoted seq %d is in the other side's numbering (this side sent it as %d)", q.seq, other)
+		}
+	}
+	if what == "" {
+		pc.icmp.Unverified++
+		return
+	}
+	pc.icmp.Broken++
+	if side == 0 {
+		pc.icmpBreak(q, nil, what)
+	} else {
+		pc.icmpBreak(nil, q, what)
+	}
+}
+
+// covers reports whether a segment of segs holds sequence number v (its first byte, or a byte
+// of its data).
+func covers(segs []seg, v uint32) bool {
+	for i := range segs {
+		s := &segs[i]
+		if v == s.seq || v-s.seq < s.id.plen {
+			return true
+		}
+	}
+	return false
+}
