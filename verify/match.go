@@ -8,9 +8,9 @@ import (
 
 // Pairing states of a seg.
 const (
-	unpaired uint8 = iota
-	paired         // paired one to one by ident
-	gsoPaired      // part of a byte-range pairing: a super-packet on one side, its segments on the other
+	unpaired  uint8 = iota
+	paired          // paired one to one by ident
+	gsoPaired       // part of a byte-range pairing: a super-packet on one side, its segments on the other
 )
 
 // maxCandidates bounds how many equal segments are tried for an exact match, so that a capture

@@ -78,10 +78,10 @@ type Direction struct {
 
 // ICMPCounts counts the ICMP errors quoting the connection.
 type ICMPCounts struct {
-	Paired     int `json:"paired"`         // in both captures, quotes checked against each other
-	OneSidedOK int `json:"one_sided_ok"`   // in one capture, quoting a segment of that side in that side's numbering
-	Unverified int `json:"unverified"`     // quoting nothing either capture holds
-	Broken     int `json:"broken"`         // a quote that does not map
+	Paired     int `json:"paired"`       // in both captures, quotes checked against each other
+	OneSidedOK int `json:"one_sided_ok"` // in one capture, quoting a segment of that side in that side's numbering
+	Unverified int `json:"unverified"`   // quoting nothing either capture holds
+	Broken     int `json:"broken"`       // a quote that does not map
 }
 
 // Break is the first segment (or ICMP error) that does not map, as each capture holds it.
