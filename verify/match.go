@@ -397,8 +397,10 @@ func (pc *pairedConn) checkOneSidedICMP(side int, q *icmpRec) {
 		pc.icmp.OneSidedOK++
 		return
 	case pc.known[q.dir]:
-		other := q.seq - pc.delta[q.dir] // the client's numbering, were q in the server's
-		if side == 0 {
+		// What this side's sender numbered the segment, were the quote in the other side's
+		// numbering.
+		other := q.seq - pc.delta[q.dir]
+		if side == 1 {
 			other = q.seq + pc.delta[q.dir]
 		}
 		if covers(recs.segs, other) {

@@ -88,7 +88,8 @@ type dirRecs struct {
 	retrans  int    // data segments starting below the highest end seen before
 	high     uint32 // highest end seen
 	haveHigh bool
-	syn      int // index of the first SYN, -1 if none
+	syn      int  // index of the first SYN or SYN-ACK, -1 if none
+	opener   bool // that was a SYN without ACK: this direction's sender is the client
 }
 
 // connRecs is one connection in one capture. A tuple reused by a later connection (a new SYN
@@ -294,8 +295,8 @@ func (c *captureRecs) addTCP(f *capture.Frame, ip, pkt []byte, p *rewrite.Packet
 	default:
 		s.csum = checkL4(p.Src, p.Dst, rewrite.ProtocolTCP, ip[p.TCPOffset():], 16)
 	}
-	if s.id.flags&(rewrite.FlagSYN|rewrite.FlagACK) == rewrite.FlagSYN && d.syn < 0 {
-		d.syn = len(d.segs)
+	if s.id.flags&rewrite.FlagSYN != 0 && d.syn < 0 {
+		d.syn, d.opener = len(d.segs), s.id.flags&rewrite.FlagACK == 0
 	}
 	if s.id.plen > 0 {
 		if d.haveHigh && int32(s.seq-d.high) < 0 {

@@ -205,7 +205,7 @@ func (r *Report) add(ca, cb *connRecs, o Options) {
 func clientDir(ca, cb *connRecs) int {
 	for _, c := range [2]*connRecs{ca, cb} {
 		for d := range 2 {
-			if c.dirs[d].syn >= 0 {
+			if c.dirs[d].opener {
 				return d
 			}
 		}
