@@ -1,6 +1,7 @@
 package netlab
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -93,6 +94,7 @@ type Capture struct {
 	mu     sync.Mutex
 	segs   []Segment
 	icmps  []ICMPError
+	frames []rawFrame    // what was recorded, as captured, for WritePcap
 	notify chan struct{} // closed and replaced whenever something is recorded
 	err    error
 	once   sync.Once
@@ -216,6 +218,7 @@ func (c *Capture) record(frame []byte, wire, gso int, now time.Time, out bool) {
 		return
 	}
 	c.mu.Lock()
+	c.frames = append(c.frames, rawFrame{t: now, data: bytes.Clone(frame), wire: wire})
 	switch kind {
 	case 1:
 		seg.Time, seg.Outgoing, seg.GSOSize = now, out, gso
