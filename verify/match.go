@@ -85,9 +85,12 @@ func (pc *pairedConn) pair() {
 	}
 	for d := range 2 {
 		if pc.known[d] {
-			pc.pairDirection(pc.dirs[d])
+			// Exact pairs first, so that a GSO piece is not taken for a broken copy of an
+			// equal-looking segment; then byte ranges; then what is equal but does not map.
+			pc.pairDirection(pc.dirs[d], true)
 			pc.pairRanges(pc.dirs[d], false)
 			pc.pairRanges(pc.dirs[d], true)
+			pc.pairDirection(pc.dirs[d], false)
 		}
 		pc.oneSided(pc.dirs[d])
 	}
@@ -148,12 +151,17 @@ func mode(votes map[uint32]int) (uint32, bool) {
 	return best, n > 0
 }
 
-// pairDirection pairs the segments of one direction by ident, preferring exact matches, and
-// checks every pair.
-func (pc *pairedConn) pairDirection(dr *direction) {
+// pairDirection pairs the segments of one direction by ident and checks every pair. With
+// exact, only pairs whose fields all map are made; without, an equal segment that does not map
+// is paired as broken — unless it maps exactly to a later equal of this side, which makes this
+// one a drop.
+func (pc *pairedConn) pairDirection(dr *direction, exact bool) {
 	var cands, own []int32
 	for i := range dr.a.segs {
 		a := &dr.a.segs[i]
+		if a.state != unpaired {
+			continue
+		}
 		cands = dr.ib.candidates(dr.b.segs, a.id, -1, cands)
 		if len(cands) == 0 {
 			continue
@@ -165,10 +173,10 @@ func (pc *pairedConn) pairDirection(dr *direction) {
 				break
 			}
 		}
+		if j < 0 && exact {
+			continue
+		}
 		if j < 0 {
-			// No equal segment maps exactly. If the oldest one maps exactly to a later equal of
-			// this side, this one was dropped on the way (or by the capture); otherwise it is
-			// the peer, and broken.
 			b := &dr.b.segs[cands[0]]
 			own = dr.ia.candidates(dr.a.segs, a.id, int32(i), own)
 			dropped := false
@@ -189,60 +197,63 @@ func (pc *pairedConn) pairDirection(dr *direction) {
 	}
 }
 
-// pairRanges pairs what pairDirection left by byte range: a data segment of one capture (the
-// client's, or the server's when swap) whose bytes the other capture holds as several unpaired
-// segments, each starting where the previous ended — a GSO/GRO super-packet and its segments.
-// The segments of a super-packet all carry its timestamps, which is checked too.
+// tsKey groups the segments of a GSO/GRO super-packet: segmentation copies the options, so
+// every piece carries the super-packet's timestamps.
+type tsKey struct {
+	tsval, tsecr uint32
+	hasTS        bool
+}
+
+// pairRanges pairs what exact pairing left by byte range: each unpaired data segment of one
+// capture (the server's, or the client's when swap) whose bytes lie inside a longer data
+// segment of the other capture with the same timestamps is a piece of that GSO/GRO
+// super-packet. A super-packet whose pieces do not cover it all lost the rest on the way
+// (counted as one-sided in oneSided).
 func (pc *pairedConn) pairRanges(dr *direction, swap bool) {
 	big, small, delta := dr.a, dr.b, pc.delta[dr.d]
 	if swap {
 		big, small, delta = dr.b, dr.a, -delta
 	}
-	starts := map[uint32]int32{} // unpaired data segments of small, by start in big's numbering
-	for i := range small.segs {
-		if s := &small.segs[i]; s.state == unpaired && s.id.plen > 0 {
-			if _, dup := starts[s.seq-delta]; !dup {
-				starts[s.seq-delta] = int32(i)
-			}
+	bigs := map[tsKey][]int32{}
+	for i := range big.segs {
+		if s := &big.segs[i]; s.id.plen > 0 && (s.state == unpaired || s.covered > 0) {
+			k := tsKey{s.id.tsval, s.id.tsecr, s.id.hasTS}
+			bigs[k] = append(bigs[k], int32(i))
 		}
 	}
-	if len(starts) == 0 {
+	if len(bigs) == 0 {
 		return
 	}
-	var pieces []int32
-	for i := range big.segs {
-		s := &big.segs[i]
-		if s.state != unpaired || s.id.plen == 0 {
+	for j := range small.segs {
+		p := &small.segs[j]
+		if p.state != unpaired || p.id.plen == 0 {
 			continue
 		}
-		pieces = pieces[:0]
-		pos, end := s.seq, s.seq+s.id.plen
-		for pos != end {
-			j, ok := starts[pos]
-			if !ok {
+		start := p.seq - delta // in big's numbering
+		list := bigs[tsKey{p.id.tsval, p.id.tsecr, p.id.hasTS}]
+		for n, i := range list {
+			if n == maxCandidates*4 {
 				break
 			}
-			p := &small.segs[j]
-			if p.state != unpaired || int32(end-(pos+p.id.plen)) < 0 ||
-				p.id.hasTS != s.id.hasTS || p.id.tsval != s.id.tsval || p.id.tsecr != s.id.tsecr {
-				break
+			s := &big.segs[i]
+			if s.id.plen <= p.id.plen || s.id.flags&^(rewrite.FlagPSH|rewrite.FlagFIN) != p.id.flags&^(rewrite.FlagPSH|rewrite.FlagFIN) {
+				continue
 			}
-			pieces = append(pieces, j)
-			pos += p.id.plen
-		}
-		if pos != end || len(pieces) < 2 {
-			continue
-		}
-		s.state, s.peer = gsoPaired, pieces[0]
-		for _, j := range pieces {
-			small.segs[j].state, small.segs[j].peer = gsoPaired, int32(i)
-			ai, bj := int32(i), j
+			if off := start - s.seq; off >= s.id.plen || off+p.id.plen > s.id.plen {
+				continue
+			}
+			if s.covered == 0 {
+				pc.stats[dr.d].GSOPaired++
+			}
+			s.state, s.covered = gsoPaired, s.covered+p.id.plen
+			p.state, p.peer = gsoPaired, i
+			ai, bj := i, int32(j)
 			if swap {
-				ai, bj = j, int32(i)
+				ai, bj = int32(j), i
 			}
 			pc.check(dr, ai, bj, true)
+			break
 		}
-		pc.stats[dr.d].GSOPaired++
 	}
 }
 
@@ -320,7 +331,8 @@ func (pc *pairedConn) oneSided(dr *direction) {
 	st := &pc.stats[dr.d]
 	for side, recs := range [2]*dirRecs{dr.a, dr.b} {
 		for i := range recs.segs {
-			if recs.segs[i].state != unpaired {
+			// Unpaired, or a super-packet some of whose bytes the other capture lacks.
+			if s := &recs.segs[i]; s.state != unpaired && (s.covered == 0 || s.covered >= s.id.plen) {
 				continue
 			}
 			st.OnlyIn[side]++

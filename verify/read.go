@@ -42,7 +42,7 @@ type ident struct {
 	hasTS        bool
 }
 
-// seg is one TCP segment as verify keeps it: about 64 bytes, so that a gigabyte capture costs
+// seg is one TCP segment as verify keeps it: 64 bytes, so that a gigabyte capture costs
 // tens of megabytes, not a gigabyte.
 type seg struct {
 	id       ident
@@ -52,8 +52,9 @@ type seg struct {
 	sackAt   uint32 // first edge in dirRecs.sack
 	nsack    uint8  // number of edges
 	csum     csum
-	state    uint8 // pairing state, see match.go
-	peer     int32 // index of the paired segment in the other capture's direction
+	state    uint8  // pairing state, see match.go
+	peer     int32  // index of the paired segment in the other capture's direction
+	covered  uint32 // a super-packet's bytes found as pieces in the other capture
 }
 
 // end returns the sequence number after the segment's data (SYN and FIN count one).

@@ -253,6 +253,14 @@ func TestVerify_GSOSuperPacketPairsWithItsSegments(t *testing.T) {
 	if !r.OK || cs.GSOPaired != 1 || cs.Paired != 5 || cs.OnlyInClient+cs.OnlyInServer != 0 {
 		t.Fatalf("GSO super-packet: %d paired by range, %d pairs, one-sided %d/%d:\n%s", cs.GSOPaired, cs.Paired, cs.OnlyInClient, cs.OnlyInServer, report(r))
 	}
+	// A piece lost on the way: the rest still pair, and the super-packet counts as one-sided.
+	r = run(t, c, Options{}, func(cf, sf []frame) ([]frame, []frame) {
+		return cf, append(sf[:4:4], sf[5:]...)
+	})
+	cs = only(t, r).ClientToServer
+	if !r.OK || cs.GSOPaired != 1 || cs.OnlyInClient != 1 || cs.FirstOnlyInClient == nil || cs.FirstOnlyInClient.Frame != 4 {
+		t.Fatalf("GSO super-packet with a piece lost: %d by range, one-sided %d:\n%s", cs.GSOPaired, cs.OnlyInClient, report(r))
+	}
 	// A piece whose ack is wrong is a break at that piece.
 	r = run(t, c, Options{}, func(cf, sf []frame) ([]frame, []frame) {
 		sf[4].ack++

@@ -60,6 +60,7 @@ func TestLossAndReorder_SACKEdgesStayInEachSidesSpace(t *testing.T) {
 		if err != nil {
 			t.Fatalf("transfer with loss and reordering: %v", err)
 		}
+		cs.verify(t)
 	})
 	st := im.Stats()
 	for d, name := range []string{"toward the server", "toward the client"} {
@@ -111,6 +112,7 @@ func TestPathMTU_DiscoveryWorksThroughTheGateway(t *testing.T) {
 		if err != nil {
 			t.Fatalf("bulk transfer over a %d-byte path: %v", mtu, err)
 		}
+		cs.verify(t)
 	})
 	st, _ := e.status(t)
 	if st.Counters["icmp_translated"] == 0 {

@@ -37,6 +37,7 @@ func TestClientISN_FixedIsWhatTheServerSees(t *testing.T) {
 		if err := stream(p, streamOpts{C2S: 1 << 20, S2C: 1 << 20}); err != nil {
 			t.Fatal(err)
 		}
+		cs.verify(t)
 	})
 }
 
@@ -102,6 +103,7 @@ func TestServerISN_ModesAreWhatTheClientSees(t *testing.T) {
 				if err := stream(p, streamOpts{C2S: 2 << 20, S2C: 2 << 20}); err != nil {
 					t.Fatal(err)
 				}
+				cs.verify(t)
 			})
 		})
 	}
@@ -139,6 +141,7 @@ func TestFlowsAndStatus_ShowTheLiveFlow(t *testing.T) {
 	if f.PacketsC2S == 0 || f.PacketsS2C == 0 || f.BytesC2S < 64<<10 || f.BytesS2C < 64<<10 {
 		t.Errorf("flow counters: %+v", f)
 	}
+	verifyOffsets(t, cs.verify(t), f)
 
 	st, code := e.status(t)
 	if code != 0 || !st.Steering || st.FlowsActive < 1 || st.Generation != 1 || st.LastReloadError != "" {

@@ -117,6 +117,7 @@ func TestReload_SIGHUPMidTransfer(t *testing.T) {
 	if d.done() {
 		t.Fatal("seqshiftd exited")
 	}
+	cs.verify(t)
 }
 
 func TestRestart_MidTransferCompletesIntact(t *testing.T) {
@@ -168,6 +169,7 @@ func TestRestart_MidTransferCompletesIntact(t *testing.T) {
 	if h.ServerSYN.Seq != 1000 {
 		t.Errorf("server saw ISN %d, want 1000", h.ServerSYN.Seq)
 	}
+	cs.verify(t)
 }
 
 // gatewayRouting is the gateway's policy rules and every routing table, v4 and v6, sorted.

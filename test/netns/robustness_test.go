@@ -277,5 +277,6 @@ func TestTCPMD5_FlowIsLeftUntouched(t *testing.T) {
 		if !ok || f.Exempt != "tcp_md5" || f.OffsetC2S != 0 || f.OffsetS2C != 0 {
 			t.Errorf("flows shows %+v (listed %v), want exempt tcp_md5 with zero offsets", f, ok)
 		}
+		verifyOffsets(t, cs.verify(t), f)
 	})
 }
