@@ -17,44 +17,53 @@ const (
 // whose segments all look alike (IPv6 without timestamps) costs linear time, not quadratic.
 const maxCandidates = 64
 
-// identIndex finds a direction's unpaired segments by ident, oldest first.
-type identIndex map[ident]*identList
-
-type identList struct {
-	idx  []int32
-	head int // idx[:head] are all paired
+// identIndex finds a direction's unpaired segments by ident, oldest first: first holds the
+// oldest segment of each ident not known to be paired, next chains each segment to the next of
+// the same ident. Two flat arrays and one map entry per ident: no allocation per segment.
+type identIndex struct {
+	first map[ident]int32
+	next  []int32
 }
 
 func indexOf(segs []seg) identIndex {
-	m := make(identIndex, len(segs))
+	ix := identIndex{first: make(map[ident]int32, len(segs)), next: make([]int32, len(segs))}
+	last := make(map[ident]int32, len(segs))
 	for i := range segs {
-		l := m[segs[i].id]
-		if l == nil {
-			l = &identList{}
-			m[segs[i].id] = l
+		id := segs[i].id
+		ix.next[i] = -1
+		if l, ok := last[id]; ok {
+			ix.next[l] = int32(i)
+		} else {
+			ix.first[id] = int32(i)
 		}
-		l.idx = append(l.idx, int32(i))
+		last[id] = int32(i)
 	}
-	return m
+	return ix
 }
 
 // candidates returns up to maxCandidates unpaired segments equal to id, after position after
 // (-1: any), oldest first.
-func (m identIndex) candidates(segs []seg, id ident, after int32, buf []int32) []int32 {
-	l := m[id]
-	if l == nil {
-		return buf[:0]
-	}
-	for l.head < len(l.idx) && segs[l.idx[l.head]].state != unpaired {
-		l.head++
-	}
+func (ix identIndex) candidates(segs []seg, id ident, after int32, buf []int32) []int32 {
 	buf = buf[:0]
-	for _, i := range l.idx[l.head:] {
+	i, ok := ix.first[id]
+	if !ok {
+		return buf
+	}
+	// Move the head past what has been paired since, so that the walk stays short.
+	h := i
+	for h >= 0 && segs[h].state != unpaired {
+		h = ix.next[h]
+	}
+	if h != i {
+		if h < 0 {
+			delete(ix.first, id)
+			return buf
+		}
+		ix.first[id] = h
+	}
+	for i = h; i >= 0 && len(buf) < maxCandidates; i = ix.next[i] {
 		if i > after && segs[i].state == unpaired {
 			buf = append(buf, i)
-			if len(buf) == maxCandidates {
-				break
-			}
 		}
 	}
 	return buf
