@@ -21,6 +21,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 	"text/template"
@@ -28,6 +29,7 @@ import (
 
 	"github.com/seqshiftd/seqshiftd/control"
 	"github.com/seqshiftd/seqshiftd/netlab"
+	"github.com/seqshiftd/seqshiftd/verify"
 )
 
 //go:embed default.yaml
@@ -248,6 +250,7 @@ type result struct {
 	upOK, downOK           bool
 	up, down               int64
 	err                    error
+	verified               *verify.Connection // what `seqshiftd verify` found on the two captures; nil: not found
 }
 
 func runConnections(ctx context.Context, l *netlab.Lab) ([]result, error) {
@@ -270,10 +273,25 @@ func runConnections(ctx context.Context, l *netlab.Lab) ([]result, error) {
 	}
 	time.Sleep(200 * time.Millisecond) // let the captures drain the last FINs
 	cseg, sseg := ccap.Segments(), scap.Segments()
+	// Whether every segment mapped is judged by `seqshiftd verify`'s code, on the same two
+	// captures written as pcap: the lab proves what an operator's own captures would.
+	var cpcap, spcap bytes.Buffer
+	if err := errors.Join(ccap.WritePcap(&cpcap), scap.WritePcap(&spcap)); err != nil {
+		return nil, err
+	}
+	rep, err := verify.Readers(&cpcap, &spcap, verify.Options{})
+	if err != nil {
+		return nil, fmt.Errorf("verify the captures: %w", err)
+	}
 	for i := range results {
 		r := &results[i]
 		r.clientView = viewOf(cseg, r.client, r.server)
 		r.serverView = viewOf(sseg, r.client, r.server)
+		for k := range rep.Connections {
+			if rep.Connections[k].Client == r.client.String() {
+				r.verified = &rep.Connections[k]
+			}
+		}
 	}
 	return results, nil
 }
@@ -412,7 +430,9 @@ func report(w io.Writer, results []result) int {
 		row("first download seq", false, cv.s2cSeq, sv.s2cSeq)
 		row("first download ack", false, cv.s2cAck, sv.s2cAck)
 		_ = tw.Flush()
-		ok := r.upOK && r.downOK && cv.seen > 0 && sv.seen > 0 &&
+		line, mapped := verifyLine(r.verified)
+		fmt.Fprintf(w, "    %s\n", line)
+		ok := r.upOK && r.downOK && cv.seen > 0 && sv.seen > 0 && mapped &&
 			// Each end must see its own ISN acknowledged: the handshake is consistent.
 			cv.synAckAck == cv.synSeq+1 && sv.synAckAck == sv.synSeq+1
 		status := "sha256 match both ways, handshake consistent on both ends"
@@ -424,6 +444,21 @@ func report(w io.Writer, results []result) int {
 		fmt.Fprintf(w, "    bytes client->server %d, server->client %d: %s\n\n", r.up, r.down, status)
 	}
 	return failed
+}
+
+// verifyLine summarises verify's verdict on one connection and reports whether it mapped.
+func verifyLine(c *verify.Connection) (string, bool) {
+	switch {
+	case c == nil:
+		return "verify: the connection is not in the captures", false
+	case c.Status == verify.StatusOK:
+		cs, sc := c.ClientToServer, c.ServerToClient
+		return fmt.Sprintf("verify: every segment maps: %d client->server at %+d, %d server->client at %+d (%d/%d only on one side)",
+			cs.Paired, cs.Offset, sc.Paired, sc.Offset, cs.OnlyInClient+cs.OnlyInServer, sc.OnlyInClient+sc.OnlyInServer), true
+	case c.FirstBreak != nil:
+		return fmt.Sprintf("verify: %s; first break (%s): %s", strings.ToUpper(c.Status), c.FirstBreak.Direction, c.FirstBreak.What), false
+	}
+	return "verify: " + strings.ToUpper(c.Status), false
 }
 
 func showFlows(w io.Writer, sock string) error {
