@@ -64,7 +64,7 @@ func TestVerify_ExitCodes(t *testing.T) {
 	dir := t.TempDir()
 	client, server, tampered := filepath.Join(dir, "c.pcap"), filepath.Join(dir, "s.pcap"), filepath.Join(dir, "t.pcap")
 	handshakePcap(t, client, 100, 5000, 0)
-	handshakePcap(t, server, 1000, 5000, 0)  // client_isn fixed 1000: offset +900 one way, 0 the other
+	handshakePcap(t, server, 1000, 5000, 0)   // client_isn fixed 1000: offset +900 one way, 0 the other
 	handshakePcap(t, tampered, 1000, 5000, 7) // the last ACK is off by 7 on the server's side
 	junk := filepath.Join(dir, "junk.pcap")
 	if err := os.WriteFile(junk, []byte("not a capture at all"), 0o600); err != nil {
