@@ -41,28 +41,34 @@ func indexOf(segs []seg) identIndex {
 	return ix
 }
 
-// candidates returns up to maxCandidates unpaired segments equal to id, after position after
-// (-1: any), oldest first.
+// candidates returns up to maxCandidates unpaired segments equal to id, oldest first: from the
+// start, or (after >= 0, itself a segment equal to id) from the one after it.
 func (ix identIndex) candidates(segs []seg, id ident, after int32, buf []int32) []int32 {
 	buf = buf[:0]
-	i, ok := ix.first[id]
-	if !ok {
-		return buf
-	}
-	// Move the head past what has been paired since, so that the walk stays short.
-	h := i
-	for h >= 0 && segs[h].state != unpaired {
-		h = ix.next[h]
-	}
-	if h != i {
+	var i int32
+	if after >= 0 {
+		i = ix.next[after]
+	} else {
+		h, ok := ix.first[id]
+		if !ok {
+			return buf
+		}
+		// Move the head past what has been paired since: heads only move forward, so this
+		// costs one step per segment over the whole pairing.
+		for h >= 0 && segs[h].state != unpaired {
+			h = ix.next[h]
+		}
 		if h < 0 {
 			delete(ix.first, id)
 			return buf
 		}
 		ix.first[id] = h
+		i = h
 	}
-	for i = h; i >= 0 && len(buf) < maxCandidates; i = ix.next[i] {
-		if i > after && segs[i].state == unpaired {
+	// The walk is bounded too: a run of paired equals (thousands of identical pure ACKs of an
+	// IPv6 flow without timestamps) must not make pairing quadratic.
+	for steps := 0; i >= 0 && len(buf) < maxCandidates && steps < 16*maxCandidates; i, steps = ix.next[i], steps+1 {
+		if segs[i].state == unpaired {
 			buf = append(buf, i)
 		}
 	}
@@ -77,8 +83,8 @@ type direction struct {
 	ia, ib identIndex
 }
 
-// pairConn pairs every segment and ICMP error of a connection found in both captures and
-// records in r what it found.
+// pair pairs every segment and ICMP error of a connection found in both captures and records
+// what it found in pc.
 func (pc *pairedConn) pair() {
 	for d := range 2 {
 		pc.dirs[d] = &direction{d: d, a: &pc.a.dirs[d], b: &pc.b.dirs[d]}

@@ -436,3 +436,27 @@ func TestReport_JSONFieldNamesAreStable(t *testing.T) {
 		}
 	}
 }
+
+// IPv6 without timestamps: pure ACKs look all alike (no IPv4 ID either). A lost one must be a
+// drop, not a break of the next one.
+func TestVerify_LostAckAmongEqualsIsADropNotABreak(t *testing.T) {
+	c := &conv{client: client6, server: server6, cISN: 10, sISN: 20, offC2S: 1 << 31, offS2C: 3}
+	c.segs = []spec{{c2s: true, flags: fSYN}, {flags: fSYN | fACK, ack: 1}, {c2s: true, flags: fACK, seq: 1, ack: 1}}
+	for k := range 40 {
+		c.segs = append(c.segs, spec{c2s: true, flags: fACK, seq: 1 + uint32(k)*100, ack: 1, n: 100})
+		// The server acknowledges each segment; the tenth ACK is lost before the client's side.
+		ack := spec{flags: fACK, seq: 1, ack: 1 + uint32(k+1)*100}
+		if k == 9 {
+			ack.only = 2
+		}
+		c.segs = append(c.segs, ack)
+	}
+	for i := range c.segs {
+		c.segs[i].noTS = true
+	}
+	r := run(t, c, Options{}, nil)
+	sc := only(t, r).ServerToClient
+	if !r.OK || sc.OnlyInServer != 1 || sc.Broken != 0 || sc.FirstOnlyInServer == nil || sc.FirstOnlyInServer.Ack != c.cISN+c.offC2S+1001 {
+		t.Fatalf("lost ACK among equals: %+v\n%s", sc, report(r))
+	}
+}
