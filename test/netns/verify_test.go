@@ -1,6 +1,7 @@
 package netns_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -199,20 +200,37 @@ func TestVerify_CLIProvesTcpdumpCapturesForEveryISNMode(t *testing.T) {
 // tcpdump captures iface of n into path until the returned function is called.
 func tcpdump(t *testing.T, n *netlab.NS, iface, path string) (stop func()) {
 	t.Helper()
-	var stderr bytes.Buffer
 	cmd := n.Command(context.Background(), "tcpdump", "-i", iface, "-s", "0", "-U", "-w", path, "tcp or icmp or icmp6")
-	cmd.Stderr = &stderr
+	errPipe, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("tcpdump: %v", err)
 	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	// tcpdump says "listening on" once its capture is open.
-	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(stderr.String(), "listening on"); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			_ = cmd.Process.Kill()
-			t.Fatalf("tcpdump did not start: %s", stderr.String())
+	// tcpdump says "listening on" once its capture is open; what it says is kept for a failure.
+	ready, said := make(chan struct{}), make(chan string, 1)
+	go func() {
+		var all strings.Builder
+		sc := bufio.NewScanner(errPipe)
+		for sc.Scan() {
+			all.WriteString(sc.Text() + "\n")
+			if strings.Contains(sc.Text(), "listening on") {
+				close(ready)
+			}
 		}
+		said <- all.String()
+	}()
+	done := make(chan struct{})
+	var output string
+	go func() { output = <-said; _ = cmd.Wait(); close(done) }()
+	select {
+	case <-ready:
+	case <-done:
+		t.Fatalf("tcpdump exited before it started capturing: %s", output)
+	case <-time.After(5 * time.Second):
+		_ = cmd.Process.Kill()
+		t.Fatal("tcpdump did not start capturing within 5 s")
 	}
 	stopped := false
 	stop = func() {
