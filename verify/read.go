@@ -91,6 +91,7 @@ type dirRecs struct {
 	haveHigh bool
 	syn      int  // index of the first SYN or SYN-ACK, -1 if none
 	opener   bool // that was a SYN without ACK: this direction's sender is the client
+	pastSYN  bool // a segment without SYN followed it
 }
 
 // connRecs is one connection in one capture. A tuple reused by a later connection (a new SYN
@@ -251,7 +252,11 @@ func (c *captureRecs) conn(key connKey, dir int, flags uint8, seq uint32) *connR
 	if n := len(gens); n > 0 {
 		cur := gens[n-1]
 		d := &cur.dirs[dir]
-		if flags&(rewrite.FlagSYN|rewrite.FlagACK) != rewrite.FlagSYN || d.syn < 0 || d.segs[d.syn].seq == seq {
+		// A SYN again is a retransmission, unless its sender had already moved past the
+		// handshake (a new connection on the same tuple, even one with the same ISN, as a
+		// fixed client_isn gives the server's side) or it carries another ISN.
+		if flags&(rewrite.FlagSYN|rewrite.FlagACK) != rewrite.FlagSYN || d.syn < 0 ||
+			(d.segs[d.syn].seq == seq && !d.pastSYN) {
 			return cur
 		}
 	}
@@ -298,6 +303,8 @@ func (c *captureRecs) addTCP(f *capture.Frame, ip, pkt []byte, p *rewrite.Packet
 	}
 	if s.id.flags&rewrite.FlagSYN != 0 && d.syn < 0 {
 		d.syn, d.opener = len(d.segs), s.id.flags&rewrite.FlagACK == 0
+	} else if s.id.flags&rewrite.FlagSYN == 0 && d.syn >= 0 {
+		d.pastSYN = true
 	}
 	if s.id.plen > 0 {
 		if d.haveHigh && int32(s.seq-d.high) < 0 {

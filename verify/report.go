@@ -370,8 +370,12 @@ func (r *Report) WriteText(w io.Writer) error {
 		side string
 		s    FileSummary
 	}{{"client", r.Client}, {"server", r.Server}} {
-		fmt.Fprintf(&b, "%s capture %s: %s, %d frames, %d TCP segments, %d ICMP errors quoting TCP, %d truncated by the snap length, %d undecodable\n",
-			f.side, f.s.Path, f.s.Format, f.s.Frames, f.s.TCPSegments, f.s.ICMPErrors, f.s.Truncated, f.s.Undecodable)
+		name := f.side + " capture"
+		if f.s.Path != "" {
+			name += " " + f.s.Path
+		}
+		fmt.Fprintf(&b, "%s: %s, %d frames, %d TCP segments, %d ICMP errors quoting TCP, %d truncated by the snap length, %d undecodable\n",
+			name, f.s.Format, f.s.Frames, f.s.TCPSegments, f.s.ICMPErrors, f.s.Truncated, f.s.Undecodable)
 		if f.s.ReadError != "" {
 			fmt.Fprintf(&b, "    WARNING: reading stopped early, the rest of the file is not verified: %s\n", f.s.ReadError)
 		}
