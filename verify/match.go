@@ -409,10 +409,17 @@ func (pc *pairedConn) checkICMP(a, b *icmpRec) {
 
 // checkOneSidedICMP checks an error only one capture holds (side 0: the client's): the host on
 // that side must see a quote of its own segment, so the quoted seq must fall in a segment of
-// that capture; one that falls in a segment only after the other side's offset is applied was
-// not translated.
+// that capture and the quoted ack (when the quote holds it) must be that segment's ack; numbers
+// that match only after the other side's offset is applied were not translated.
 func (pc *pairedConn) checkOneSidedICMP(side int, q *icmpRec) {
 	recs := &pc.a.dirs[q.dir]
+	// toOwn converts a number of seq space d from the other capture's numbering to this one's.
+	toOwn := func(v uint32, d int) uint32 {
+		if side == 0 {
+			return v - pc.delta[d]
+		}
+		return v + pc.delta[d]
+	}
 	if side == 1 {
 		recs = &pc.b.dirs[q.dir]
 	}
@@ -420,19 +427,13 @@ func (pc *pairedConn) checkOneSidedICMP(side int, q *icmpRec) {
 	switch {
 	case q.csum.bad():
 		what = "ICMP checksum invalid"
-	case covers(recs.segs, q.seq):
+	case covers(recs.segs, q.seq, q.hasAck, q.ack):
 		pc.icmp.OneSidedOK++
 		return
-	case pc.known[q.dir]:
-		// What this side's sender numbered the segment, were the quote in the other side's
-		// numbering.
-		other := q.seq - pc.delta[q.dir]
-		if side == 1 {
-			other = q.seq + pc.delta[q.dir]
-		}
-		if covers(recs.segs, other) {
-			what = fmt.Sprintf("ICMP quoted seq %d is in the other side's numbering (this side sent it as %d)", q.seq, other)
-		}
+	case q.hasAck && covers(recs.segs, q.seq, false, 0) && pc.known[1-q.dir] && covers(recs.segs, q.seq, true, toOwn(q.ack, 1-q.dir)):
+		what = fmt.Sprintf("ICMP quoted ack %d is in the other side's numbering (this side sent it as %d)", q.ack, toOwn(q.ack, 1-q.dir))
+	case pc.known[q.dir] && covers(recs.segs, toOwn(q.seq, q.dir), false, 0):
+		what = fmt.Sprintf("ICMP quoted seq %d is in the other side's numbering (this side sent it as %d)", q.seq, toOwn(q.seq, q.dir))
 	}
 	if what == "" {
 		pc.icmp.Unverified++
@@ -447,11 +448,11 @@ func (pc *pairedConn) checkOneSidedICMP(side int, q *icmpRec) {
 }
 
 // covers reports whether a segment of segs holds sequence number v (its first byte, or a byte
-// of its data).
-func covers(segs []seg, v uint32) bool {
+// of its data) and, with withAck, acknowledges ack.
+func covers(segs []seg, v uint32, withAck bool, ack uint32) bool {
 	for i := range segs {
 		s := &segs[i]
-		if v == s.seq || v-s.seq < s.id.plen {
+		if (v == s.seq || v-s.seq < s.id.plen) && (!withAck || s.id.flags&rewrite.FlagACK != 0 && s.ack == ack) {
 			return true
 		}
 	}

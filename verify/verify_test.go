@@ -338,6 +338,20 @@ func TestVerify_ICMPErrorQuotesAreChecked(t *testing.T) {
 			if conn := only(t, r); !r.OK || conn.ICMP.Paired != 1 {
 				t.Fatalf("paired error: %+v\n%s", conn.ICMP, report(r))
 			}
+			r = run(t, quote(0), Options{}, func(cf, sf []frame) ([]frame, []frame) {
+				for k := range sf {
+					if sf[k].icmp != nil {
+						q := *sf[k].icmp
+						q.seq++
+						sf[k].icmp = &q
+					}
+				}
+				return cf, sf
+			})
+			if conn := only(t, r); r.OK || conn.ICMP.Broken != 1 || conn.FirstBreak == nil || conn.FirstBreak.Server == nil ||
+				!strings.HasPrefix(conn.FirstBreak.What, "ICMP quoted seq") {
+				t.Fatalf("paired error with a wrong quoted seq: %+v\n%s", conn.ICMP, report(r))
+			}
 			// Untranslated: the client receives the server's numbering in the quote.
 			c := quote(1)
 			r = run(t, c, Options{}, func(cf, sf []frame) ([]frame, []frame) {
@@ -351,8 +365,23 @@ func TestVerify_ICMPErrorQuotesAreChecked(t *testing.T) {
 				return cf, sf
 			})
 			conn := only(t, r)
-			if r.OK || conn.ICMP.Broken != 1 || conn.FirstBreak == nil || !strings.Contains(conn.FirstBreak.What, "other side's numbering") {
+			if r.OK || conn.ICMP.Broken != 1 || conn.FirstBreak == nil || !strings.Contains(conn.FirstBreak.What, "quoted seq") {
 				t.Fatalf("untranslated quote not found: %+v\n%s", conn.ICMP, report(r))
+			}
+			// The seq translated, the ack not.
+			r = run(t, c, Options{}, func(cf, sf []frame) ([]frame, []frame) {
+				for k := range cf {
+					if cf[k].icmp != nil {
+						q := *cf[k].icmp
+						q.ack -= c.offS2C
+						cf[k].icmp = &q
+					}
+				}
+				return cf, sf
+			})
+			conn = only(t, r)
+			if r.OK || conn.ICMP.Broken != 1 || conn.FirstBreak == nil || !strings.Contains(conn.FirstBreak.What, "quoted ack") {
+				t.Fatalf("untranslated quoted ack not found: %+v\n%s", conn.ICMP, report(r))
 			}
 		})
 	}
