@@ -1,7 +1,7 @@
 // Package lab is `seqshiftd lab`: it builds a client—gateway—server namespace topology, runs the
 // real daemon in the gateway on the embedded example policy (default.yaml), makes a few real TCP
 // connections through it and prints, per connection, what each end put on the wire and what the
-// other end saw.
+// other end saw, and whether every segment mapped, as `seqshiftd verify` judges the two captures.
 //
 // The lab must never touch the root namespace: everything it creates lives in namespaces it
 // names itself and removes at the end (unless asked to keep them).
