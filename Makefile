@@ -4,7 +4,7 @@ export PATH := /usr/local/go/bin:$(PATH)
 GO ?= go
 BIN := bin/seqshiftd
 
-.PHONY: all deps build lab test unit vet fmt-check netns systemd-verify bench bench-net fuzz clean
+.PHONY: all deps build lab test unit vet fmt-check netns systemd-verify bench bench-net fuzz generate clean
 
 all: build
 
@@ -45,6 +45,11 @@ bench:
 
 bench-net: build
 	$(GO) test -count=1 -timeout 20m -run '^TestBenchmarkThroughput$$' -v ./test/netns/ -seqshiftd=$(CURDIR)/$(BIN) -throughput
+
+# Rebuild the committed tc programs (tcshift/bpf_bpf{el,eb}.{o,go}) from tcshift/bpf/*.c. Needs
+# clang, llvm and libbpf-dev (apt-get install clang llvm libbpf-dev); building and testing do not.
+generate:
+	cd tcshift && $(GO) generate ./
 
 clean:
 	rm -rf bin
