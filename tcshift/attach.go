@@ -177,11 +177,13 @@ func (d *Datapath) Detach() error {
 		if !d.created[x.ifindex] {
 			continue
 		}
-		if e := removeClsactIfEmpty(x); e != nil {
+		removed, e := removeClsactIfEmpty(x)
+		if e != nil {
 			err = errors.Join(err, e)
-			continue
 		}
-		delete(d.created, x.ifindex)
+		if removed {
+			delete(d.created, x.ifindex)
+		}
 	}
 	return err
 }
@@ -207,18 +209,20 @@ func detach(cfg Config, names []string) error {
 	return errors.Join(errs...)
 }
 
-func removeClsactIfEmpty(x iface) error {
+// removeClsactIfEmpty removes the clsact qdisc of x if no filter is left on it, and says
+// whether the qdisc is gone.
+func removeClsactIfEmpty(x iface) (bool, error) {
 	l, err := netlink.LinkByIndex(x.ifindex)
 	if err != nil {
-		return nil // the interface is gone, and its qdisc with it
+		return true, nil // the interface is gone, and its qdisc with it
 	}
 	for _, parent := range []uint32{netlink.HANDLE_MIN_INGRESS, netlink.HANDLE_MIN_EGRESS} {
 		fs, err := netlink.FilterList(l, parent)
 		if err != nil {
-			return fmt.Errorf("list filters of %s: %w", x.name, err)
+			return false, fmt.Errorf("list filters of %s: %w", x.name, err)
 		}
 		if len(fs) > 0 {
-			return nil // someone else's filters: the qdisc is theirs now too
+			return false, nil // someone else's filters use it; try again at the next Detach
 		}
 	}
 	q := &netlink.GenericQdisc{
@@ -226,9 +230,9 @@ func removeClsactIfEmpty(x iface) error {
 		QdiscType:  "clsact",
 	}
 	if err := netlink.QdiscDel(q); err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.EINVAL) {
-		return fmt.Errorf("remove clsact from %s: %w", x.name, err)
+		return false, fmt.Errorf("remove clsact from %s: %w", x.name, err)
 	}
-	return nil
+	return true, nil
 }
 
 // Installed reports whether our filters are attached at every hook: ingress and egress of each
