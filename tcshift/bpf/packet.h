@@ -26,6 +26,8 @@
 /* At most 4 SACK blocks fit in 40 bytes of options, however many SACK options carry them
  * (each option costs 2 bytes plus 8 per block), so at most 8 edges. */
 #define MAX_EDGES 8
+/* A bit every 4 bytes: the edges of a SACK option of 4 blocks, from its first edge on. */
+#define SACK_EDGE_BITS 0x11111111ULL
 
 #define IPV4_MF     0x2000
 #define IPV4_OFFSET 0x1fff
@@ -195,13 +197,13 @@ __attribute__((noinline)) __s64 sack_edges_of(struct __sk_buff *skb, __u32 off, 
 	if (off > MAX_HEADERS || len > TCP_OPTS_MAX)
 		return -1;
 	opts = data + off;
-	/* Every iteration consumes at least one byte, so TCP_OPTS_MAX iterations cover the area;
-	 * the constant bound is what the verifier needs to accept the loop. */
-	for (int n = 0; n < TCP_OPTS_MAX; n++) {
+	/* Every iteration consumes at least one byte of at most 40, which bounds the loop for the
+	 * verifier too. No separate iteration counter: the verifier keeps a counter precise, and
+	 * then cannot merge the states of two iterations that reach the same i, which multiplied
+	 * its work by the number of iterations. */
+	while (i < len) {
 		__u8 *o, kind, olen;
 
-		if (i >= len)
-			break;
 		/* i < len <= 40: the mask does not change it but bounds the offset for the verifier. */
 		o = opts + (i & 0x3f);
 		if ((void *)(o + 1) > data_end)
@@ -223,11 +225,10 @@ __attribute__((noinline)) __s64 sack_edges_of(struct __sk_buff *skb, __u32 off, 
 			 * but a receiver that did not would read edges we had not shifted. */
 			if (olen < 10 || (olen - 2) % 8 != 0)
 				return -1;
-			for (int b = 0; b < MAX_EDGES; b++) {
-				if (b >= (olen - 2) / 4)
-					break;
-				edges |= 1LL << ((i + 2 + 4 * b) & 0x3f);
-			}
+			/* The edges fill the olen - 2 (8n <= 32) bytes after the length: one bit
+			 * every 4 of them, as rewrite's sackEdges. No loop over the blocks: the
+			 * verifier would walk it once per state of the option walk. */
+			edges |= (SACK_EDGE_BITS & ((1ULL << ((olen - 2) & 0x3f)) - 1)) << ((i + 2) & 0x3f);
 		}
 		i += olen;
 	}
