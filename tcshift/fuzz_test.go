@@ -42,7 +42,7 @@ func FuzzKernelMatchesShift(f *testing.F) {
 		if egress {
 			h = HookEgress
 		}
-		dir := dirOf(h)
+		dir := h.Dir()
 		k, ok := rawKey(h, pkt)
 		if ok {
 			v := FlowValue{Ifindex: uint32(e.x), Mode: ModeKernel}

@@ -391,14 +391,6 @@ func (e *env) prog(h Hook) *ebpf.Program {
 	return e.dp.objs.ClientIngress
 }
 
-// dirOf is the direction of the segments a hook sees.
-func dirOf(h Hook) int {
-	if h == HookEgress {
-		return S2C
-	}
-	return C2S
-}
-
 // keyOf returns the flow key of a built segment seen at hook h.
 func keyOf(h Hook, s seg) FlowKey {
 	src, dst := s.endpoints()

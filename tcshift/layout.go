@@ -20,6 +20,14 @@ const (
 	HookEgress  Hook = 2 // client_egress: a packet leaving X
 )
 
+// Dir returns the direction of the segments the hook sees: C2S at ingress, S2C at egress.
+func (h Hook) Dir() int {
+	if h == HookEgress {
+		return S2C
+	}
+	return C2S
+}
+
 // String returns "ingress" or "egress".
 func (h Hook) String() string {
 	switch h {

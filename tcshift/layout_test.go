@@ -152,3 +152,10 @@ func TestReadMeta(t *testing.T) {
 		t.Errorf("ReadMeta allocates %v times", n)
 	}
 }
+
+func TestSupported_OnThisKernel(t *testing.T) {
+	needRoot(t)
+	if err := Supported(); err != nil {
+		t.Fatalf("Supported: %v (the other tests load the programs on this kernel)", err)
+	}
+}

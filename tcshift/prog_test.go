@@ -82,7 +82,7 @@ func TestClientHooks_ShiftMatchesRewrite(t *testing.T) {
 // the hook's direction are seqD, ackD, and compares with rewrite.Shift.
 func (e *env) checkShift(t *testing.T, h Hook, pkt []byte, seqD, ackD uint32, k FlowKey) {
 	t.Helper()
-	dir := dirOf(h)
+	dir := h.Dir()
 	v := FlowValue{Ifindex: uint32(e.x), Mode: ModeKernel}
 	v.SeqDelta[dir], v.AckDelta[dir] = seqD, ackD
 	// The other direction's deltas must not be used.
