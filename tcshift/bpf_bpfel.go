@@ -70,20 +70,19 @@ const (
 	bpfStatSTAT_TO_DAEMON_UNPARSED     bpfStat = 4
 	bpfStatSTAT_REWRITTEN_C2S          bpfStat = 5
 	bpfStatSTAT_REWRITTEN_S2C          bpfStat = 6
-	bpfStatSTAT_PASSED_ZERO_DELTA_C2S  bpfStat = 7
-	bpfStatSTAT_PASSED_ZERO_DELTA_S2C  bpfStat = 8
-	bpfStatSTAT_PASSED_MARK            bpfStat = 9
-	bpfStatSTAT_PASSED_NOT_IP          bpfStat = 10
-	bpfStatSTAT_PASSED_NOT_TCP         bpfStat = 11
-	bpfStatSTAT_PASSED_NOT_INTERCEPTED bpfStat = 12
-	bpfStatSTAT_PASSED_OTHER_IFACE     bpfStat = 13
-	bpfStatSTAT_PASSED_REPLY_ELSEWHERE bpfStat = 14
-	bpfStatSTAT_DROPPED_CSUM           bpfStat = 15
-	bpfStatSTAT_TAP_RETURNED_C2S       bpfStat = 16
-	bpfStatSTAT_TAP_RETURNED_S2C       bpfStat = 17
-	bpfStatSTAT_TAP_DROPPED_BAD_META   bpfStat = 18
-	bpfStatSTAT_TAP_DROPPED_NO_IFACE   bpfStat = 19
-	bpfStatNUM_STATS                   bpfStat = 20
+	bpfStatSTAT_PASSED_ZERO_DELTA      bpfStat = 7
+	bpfStatSTAT_PASSED_MARK            bpfStat = 8
+	bpfStatSTAT_PASSED_NOT_IP          bpfStat = 9
+	bpfStatSTAT_PASSED_NOT_TCP         bpfStat = 10
+	bpfStatSTAT_PASSED_NOT_INTERCEPTED bpfStat = 11
+	bpfStatSTAT_PASSED_OTHER_IFACE     bpfStat = 12
+	bpfStatSTAT_PASSED_REPLY_ELSEWHERE bpfStat = 13
+	bpfStatSTAT_DROPPED_CSUM           bpfStat = 14
+	bpfStatSTAT_TAP_RETURNED_C2S       bpfStat = 15
+	bpfStatSTAT_TAP_RETURNED_S2C       bpfStat = 16
+	bpfStatSTAT_TAP_DROPPED_BAD_META   bpfStat = 17
+	bpfStatSTAT_TAP_DROPPED_NO_IFACE   bpfStat = 18
+	bpfStatNUM_STATS                   bpfStat = 19
 )
 
 type bpfTcConfig struct {

@@ -292,7 +292,7 @@ func (d *Datapath) Stats() Stats {
 	var percpu []uint64
 	for i := range s {
 		if err := d.objs.Stats.Lookup(uint32(i), &percpu); err != nil {
-			d.log.Warn("read kernel counter", zap.String("counter", Counters[i].cName()), zap.Error(err))
+			d.log.Warn("read kernel counter", zap.Stringer("counter", Stat(i)), zap.Error(err))
 			continue
 		}
 		for _, c := range percpu {

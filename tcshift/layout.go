@@ -56,7 +56,7 @@ const (
 // String returns the reason's label, as in the counters table.
 func (r Reason) String() string {
 	if int(r) < NumReasons {
-		return Counters[r].Label
+		return Counters[r].Value
 	}
 	return "unknown"
 }

@@ -85,11 +85,27 @@ func TestLayout_CountersMatchEnum(t *testing.T) {
 		names = append(names, fmt.Sprintf("%s=%d", v.Name, v.Value))
 	}
 	var want []string
+	fam := 0
 	for i, c := range Counters {
-		if c.Name == "" || c.Help == "" {
-			t.Errorf("counter %d has no name or help", i)
+		if c.Family == nil || c.Value == "" {
+			t.Fatalf("counter %d has no family or value", i)
+		}
+		// A family's counters are consecutive, and the families come in Families' order.
+		if c.Family != Families[fam] {
+			fam++
+			if fam >= len(Families) || c.Family != Families[fam] {
+				t.Fatalf("counter %s is not with its family, or families are out of order", c.cName())
+			}
 		}
 		want = append(want, fmt.Sprintf("%s=%d", c.cName(), i))
+	}
+	if fam != len(Families)-1 {
+		t.Errorf("%d families have no counter", len(Families)-1-fam)
+	}
+	for _, f := range Families {
+		if f.Help == "" || (f.Label != "reason" && f.Label != "direction") {
+			t.Errorf("family %s: no help, or label %q", f.Name, f.Label)
+		}
 	}
 	if fmt.Sprint(names) != fmt.Sprint(want) {
 		t.Fatalf("enum stat and Counters differ:\n C  %v\n Go %v", names, want)
@@ -98,7 +114,7 @@ func TestLayout_CountersMatchEnum(t *testing.T) {
 		t.Errorf("stats map has %d entries, want %d", m.MaxEntries, NumStats)
 	}
 	for r := range Reason(NumReasons) {
-		if Counters[r].Name != "to_daemon" {
+		if Counters[r].Family != FamilyToDaemon {
 			t.Errorf("reason %d is counted in %s, not a to_daemon counter", r, Counters[r].cName())
 		}
 	}

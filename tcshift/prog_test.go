@@ -296,7 +296,7 @@ func (e *env) checkToDaemon(t *testing.T, h Hook, pkt []byte, reason Reason) {
 		t.Fatalf("program returned %d, want TC_ACT_REDIRECT", ret)
 	}
 	if got := e.dp.Stats()[reason] - before[reason]; got != 1 {
-		t.Fatalf("counter %s moved by %d, want 1", Counters[reason].cName(), got)
+		t.Fatalf("counter %s moved by %d, want 1", Stat(reason), got)
 	}
 	m, ok := ReadMeta(out)
 	if !ok || m != (Meta{Hook: h, Reason: reason, Ifindex: e.x}) {
@@ -418,7 +418,7 @@ func TestClientHooks_PassUntouched(t *testing.T) {
 					t.Fatalf("mark %#x, want %#x: only our bit is cleared", mark, tc.mark&^testMark)
 				}
 				if got := e.dp.Stats()[tc.stat] - before[tc.stat]; got != 1 {
-					t.Fatalf("counter %s moved by %d, want 1", Counters[tc.stat].cName(), got)
+					t.Fatalf("counter %s moved by %d, want 1", tc.stat, got)
 				}
 			})
 		}
@@ -453,7 +453,7 @@ func TestTapIngress_RefusesBadMetadata(t *testing.T) {
 				t.Fatalf("tap_ingress returned %d, want TC_ACT_SHOT", ret)
 			}
 			if got := e.dp.Stats()[tc.stat] - before[tc.stat]; got != 1 {
-				t.Fatalf("counter %s moved by %d, want 1", Counters[tc.stat].cName(), got)
+				t.Fatalf("counter %s moved by %d, want 1", tc.stat, got)
 			}
 		})
 	}

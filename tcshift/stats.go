@@ -5,7 +5,7 @@ import "strings"
 // Stat indexes the programs' counters (enum stat in maps.h).
 type Stat uint32
 
-// The counters, in the order of enum stat. Counters describes each.
+// The counters, in the order of enum stat; Counters describes each.
 const (
 	StatToDaemonNoFlow Stat = iota
 	StatToDaemonDaemonMode
@@ -14,8 +14,7 @@ const (
 	StatToDaemonUnparsed
 	StatRewrittenC2S
 	StatRewrittenS2C
-	StatPassedZeroDeltaC2S
-	StatPassedZeroDeltaS2C
+	StatPassedZeroDelta
 	StatPassedMark
 	StatPassedNotIP
 	StatPassedNotTCP
@@ -30,51 +29,73 @@ const (
 	NumStats
 )
 
-// Counter describes one counter: a family (a metric name without prefix or _total), the label
-// that tells the family's counters apart (a reason; "" if none), the direction ("c2s", "s2c",
-// or ""), and help text. The C enum entry of a counter is STAT_ and the upper-cased Name, Label
-// and Dir joined by "_"; a test checks the two lists against each other through BTF.
-type Counter struct {
-	Name  string
-	Label string
-	Dir   string
+// Family is a family of the programs' packet counters, told apart by one label: metrics show
+// it as seqshiftd_kernel_<Name>_packets_total{<Label>="<Counter.Value>"}.
+type Family struct {
+	Name  string // e.g. "to_daemon"
+	Label string // "reason" or "direction"
 	Help  string
 }
 
-// Counters is the table of the programs' counters, indexed by Stat. Metrics and status render
-// it as it is: a new counter is an entry here, one in enum stat, and its count() in C.
+// The families, in the order of their counters in enum stat.
+var (
+	FamilyToDaemon = &Family{"to_daemon", "reason", "Packets the kernel programs sent to the daemon through the TAP, by reason " +
+		"(no_flow: intercepted TCP of no flow in the map, a new connection; daemon_mode: a flow the daemon handles itself; " +
+		"flags: SYN, FIN or RST of a kernel-mode flow; icmp: an ICMP or ICMPv6 error; " +
+		"unparsed: IP options, fragments, IPv6 extension headers, a bad TCP header or options)."}
+	FamilyRewritten = &Family{"rewritten", "direction", "Segments of kernel-mode flows shifted by the kernel programs, by direction (c2s: from the client). A GSO super-packet counts once."}
+	FamilyPassed    = &Family{"passed", "reason", "Packets the kernel programs let through unwritten, by reason " +
+		"(zero_delta: a kernel-mode flow whose offsets are zero; mark: written back by the daemon; not_ip; not_tcp: neither TCP nor an ICMP error; " +
+		"not_intercepted: the server address is not intercepted on the interface; other_iface: a flow decided on another interface; " +
+		"reply_elsewhere: the reply of a flow decided on another interface)."}
+	FamilyDropped     = &Family{"dropped", "reason", "Packets the kernel programs dropped at a client-facing interface, by reason (csum: the checksum could not be fixed after the shift; never expected)."}
+	FamilyTapReturned = &Family{"tap_returned", "direction", "Packets the daemon wrote back to the TAP and the kernel program sent on, by direction (c2s: into the client-facing interface, s2c: out of it)."}
+	FamilyTapDropped  = &Family{"tap_dropped", "reason", "Frames on the TAP the kernel program dropped, by reason (bad_meta: no valid metadata; no_iface: an interface the datapath does not serve)."}
+	Families          = []*Family{FamilyToDaemon, FamilyRewritten, FamilyPassed, FamilyDropped, FamilyTapReturned, FamilyTapDropped}
+)
+
+// Counter is one of the programs' counters: its family and its label's value.
+type Counter struct {
+	Family *Family
+	Value  string
+}
+
+// Counters is the table of the programs' counters, indexed by Stat; the counters of a family
+// are consecutive. Metrics and status render it as it is: a new counter is an entry here, one
+// in enum stat, and its count() in C.
 var Counters = [NumStats]Counter{
-	StatToDaemonNoFlow:       {"to_daemon", "no_flow", "", "Intercepted TCP segments of no flow in the kernel map (new connections), sent to the daemon."},
-	StatToDaemonDaemonMode:   {"to_daemon", "daemon_mode", "", "Segments of flows the daemon handles itself, sent to the daemon."},
-	StatToDaemonFlags:        {"to_daemon", "flags", "", "SYN, FIN or RST segments of kernel-mode flows, sent to the daemon."},
-	StatToDaemonICMP:         {"to_daemon", "icmp", "", "ICMP and ICMPv6 errors at a client-facing interface, sent to the daemon."},
-	StatToDaemonUnparsed:     {"to_daemon", "unparsed", "", "Intercepted packets beyond what the kernel programs parse (IP options, fragments, extension headers, bad TCP header or options), sent to the daemon."},
-	StatRewrittenC2S:         {"rewritten", "", "c2s", "Segments shifted in the kernel."},
-	StatRewrittenS2C:         {"rewritten", "", "s2c", "Segments shifted in the kernel."},
-	StatPassedZeroDeltaC2S:   {"passed", "zero_delta", "c2s", "Kernel-mode segments of flows whose offsets are zero, counted and passed unwritten."},
-	StatPassedZeroDeltaS2C:   {"passed", "zero_delta", "s2c", "Kernel-mode segments of flows whose offsets are zero, counted and passed unwritten."},
-	StatPassedMark:           {"passed", "mark", "", "Packets the daemon wrote back, passed with the mark bit cleared."},
-	StatPassedNotIP:          {"passed", "not_ip", "", "Frames that are not IPv4 or IPv6, or shorter than their fixed IP header, passed untouched."},
-	StatPassedNotTCP:         {"passed", "not_tcp", "", "IP packets that are neither TCP nor an ICMP error, passed untouched."},
-	StatPassedNotIntercepted: {"passed", "not_intercepted", "", "TCP packets whose server address is not intercepted on the interface, passed untouched."},
-	StatPassedOtherIface:     {"passed", "other_iface", "", "Segments of flows decided on another client-facing interface, passed untouched."},
-	StatPassedReplyElsewhere: {"passed", "reply_elsewhere", "", "Segments whose reversed tuple is a flow (its other side faces another interface), passed untouched."},
-	StatDroppedCsum:          {"dropped", "csum", "", "Shifted segments dropped because the checksum could not be fixed (never expected)."},
-	StatTapReturnedC2S:       {"tap_returned", "", "c2s", "Packets the daemon wrote back to the TAP, sent on into the client-facing interface."},
-	StatTapReturnedS2C:       {"tap_returned", "", "s2c", "Packets the daemon wrote back to the TAP, sent on out of the client-facing interface."},
-	StatTapDroppedBadMeta:    {"tap_dropped", "bad_meta", "", "Frames on the TAP without valid metadata, dropped."},
-	StatTapDroppedNoIface:    {"tap_dropped", "no_iface", "", "Frames on the TAP whose metadata names an interface the datapath does not serve, dropped."},
+	StatToDaemonNoFlow:       {FamilyToDaemon, "no_flow"},
+	StatToDaemonDaemonMode:   {FamilyToDaemon, "daemon_mode"},
+	StatToDaemonFlags:        {FamilyToDaemon, "flags"},
+	StatToDaemonICMP:         {FamilyToDaemon, "icmp"},
+	StatToDaemonUnparsed:     {FamilyToDaemon, "unparsed"},
+	StatRewrittenC2S:         {FamilyRewritten, "c2s"},
+	StatRewrittenS2C:         {FamilyRewritten, "s2c"},
+	StatPassedZeroDelta:      {FamilyPassed, "zero_delta"},
+	StatPassedMark:           {FamilyPassed, "mark"},
+	StatPassedNotIP:          {FamilyPassed, "not_ip"},
+	StatPassedNotTCP:         {FamilyPassed, "not_tcp"},
+	StatPassedNotIntercepted: {FamilyPassed, "not_intercepted"},
+	StatPassedOtherIface:     {FamilyPassed, "other_iface"},
+	StatPassedReplyElsewhere: {FamilyPassed, "reply_elsewhere"},
+	StatDroppedCsum:          {FamilyDropped, "csum"},
+	StatTapReturnedC2S:       {FamilyTapReturned, "c2s"},
+	StatTapReturnedS2C:       {FamilyTapReturned, "s2c"},
+	StatTapDroppedBadMeta:    {FamilyTapDropped, "bad_meta"},
+	StatTapDroppedNoIface:    {FamilyTapDropped, "no_iface"},
+}
+
+// String returns the counter's family and value, e.g. "to_daemon/no_flow".
+func (s Stat) String() string {
+	if s < NumStats {
+		return Counters[s].Family.Name + "/" + Counters[s].Value
+	}
+	return "unknown"
 }
 
 // cName returns the name of the counter's entry in enum stat.
 func (c Counter) cName() string {
-	parts := []string{"STAT", c.Name}
-	for _, p := range []string{c.Label, c.Dir} {
-		if p != "" {
-			parts = append(parts, p)
-		}
-	}
-	return strings.ToUpper(strings.Join(parts, "_"))
+	return strings.ToUpper("STAT_" + c.Family.Name + "_" + c.Value)
 }
 
 // Stats holds the counters summed over CPUs, indexed by Stat.

@@ -98,10 +98,12 @@ struct tc_config {
 };
 
 /*
- * Counters, indexes of the per-CPU array stats. Each entry's name is
- * STAT_<family>_<label>[_<dir>], and the Go table (tcshift/stats.go) lists the same entries in
- * the same order; a test compares the two through BTF. The first NUM_REASONS entries are also
- * the reasons written into the metadata of a packet sent to the daemon.
+ * Counters, indexes of the per-CPU array stats. Each entry is STAT_<FAMILY>_<VALUE>: a family
+ * of counters (to_daemon, rewritten, passed, dropped, tap_returned, tap_dropped) and the value
+ * of the one label that tells them apart (a reason or a direction). The Go table
+ * (tcshift/stats.go) lists the same entries in the same order, and a test compares the two
+ * through BTF. The first NUM_REASONS entries are also the reasons written into the metadata
+ * of a packet sent to the daemon.
  */
 enum stat {
 	STAT_TO_DAEMON_NO_FLOW,         /* intercepted TCP of no flow in the map: a new connection */
@@ -111,15 +113,14 @@ enum stat {
 	STAT_TO_DAEMON_UNPARSED,        /* intercepted, but not within what the programs parse */
 	STAT_REWRITTEN_C2S,             /* kernel-mode segment shifted at ingress */
 	STAT_REWRITTEN_S2C,             /* kernel-mode segment shifted at egress */
-	STAT_PASSED_ZERO_DELTA_C2S,     /* kernel-mode segment whose deltas are zero: counted, not written */
-	STAT_PASSED_ZERO_DELTA_S2C,
+	STAT_PASSED_ZERO_DELTA,         /* kernel-mode segment whose deltas are zero: counted, not written */
 	STAT_PASSED_MARK,               /* written back by the daemon: the mark bit cleared, passed */
 	STAT_PASSED_NOT_IP,             /* not IPv4 or IPv6 (ARP, VLAN-tagged...), or a short IP header */
 	STAT_PASSED_NOT_TCP,            /* neither TCP nor an ICMP error, nor an IPv6 extension chain */
 	STAT_PASSED_NOT_INTERCEPTED,    /* address not in intercept for this interface */
 	STAT_PASSED_OTHER_IFACE,        /* a flow decided on another client-facing interface */
 	STAT_PASSED_REPLY_ELSEWHERE,    /* the reverse tuple is a flow: a reply of another interface's flow */
-	STAT_DROPPED_CSUM,              /* bpf_l4_csum_replace failed after the shift (never seen) */
+	STAT_DROPPED_CSUM,              /* the checksum could not be fixed after the shift (never seen) */
 	STAT_TAP_RETURNED_C2S,          /* the daemon wrote back a packet for an ingress */
 	STAT_TAP_RETURNED_S2C,          /* ... for an egress */
 	STAT_TAP_DROPPED_BAD_META,      /* a frame on the TAP without valid metadata */

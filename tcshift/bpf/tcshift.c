@@ -310,7 +310,7 @@ static __always_inline int client_hook(struct __sk_buff *skb, const enum hook ho
 
 	/* Zero deltas (a flow tracked but not shifted): nothing to write. */
 	if (sd == 0 && (!has_ack || ad == 0)) {
-		count(hook == HOOK_INGRESS ? STAT_PASSED_ZERO_DELTA_C2S : STAT_PASSED_ZERO_DELTA_S2C);
+		count(STAT_PASSED_ZERO_DELTA);
 		return TC_ACT_OK;
 	}
 	if (shift_segment(skb, p.l4, edges, sd, ad) < 0) {
