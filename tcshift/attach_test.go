@@ -5,6 +5,8 @@ import (
 	"sort"
 	"testing"
 
+	"github.com/seqshiftd/seqshiftd/seqnum"
+
 	"github.com/vishvananda/netlink"
 	"go.uber.org/zap/zaptest"
 )
@@ -175,7 +177,7 @@ func TestPreviousFlows_CarriesAPreviousInstancesFlows(t *testing.T) {
 	e := newEnv(t)
 	k1 := KeyOf(mustAddrPort("198.18.0.2:1000"), mustAddrPort("198.19.0.2:443"))
 	k2 := KeyOf(mustAddrPort("[2001:2::2]:1000"), mustAddrPort("[2001:2:0:1::2]:443"))
-	v := FlowValue{Ifindex: uint32(e.x), Mode: ModeKernel, SeqDelta: [2]uint32{1, 2}, Packets: [2]uint64{3, 4}}
+	v := FlowValue{Ifindex: uint32(e.x), Mode: ModeKernel, SeqDelta: [2]seqnum.Delta{1, 2}, Packets: [2]uint64{3, 4}}
 	for _, k := range []FlowKey{k1, k2} {
 		if err := e.dp.Put(k, v); err != nil {
 			t.Fatal(err)

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/cilium/ebpf"
+	"github.com/seqshiftd/seqshiftd/seqnum"
 )
 
 // benchEnv is env with the flow and intercept entries on the loopback (ifindex 1):
@@ -17,7 +18,7 @@ func benchEnv(b *testing.B, s seg, mode Mode) *env {
 			b.Fatal(err)
 		}
 	}
-	v := FlowValue{Ifindex: uint32(lo), Mode: mode, SeqDelta: [2]uint32{0x10000123, 77}, AckDelta: [2]uint32{0xfffff000, 99}}
+	v := FlowValue{Ifindex: uint32(lo), Mode: mode, SeqDelta: [2]seqnum.Delta{0x10000123, 77}, AckDelta: [2]seqnum.Delta{0xfffff000, 99}}
 	if err := e.dp.Put(keyOf(HookIngress, s), v); err != nil {
 		b.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/seqshiftd/seqshiftd/internal/nstest"
 	"github.com/seqshiftd/seqshiftd/rewrite"
+	"github.com/seqshiftd/seqshiftd/seqnum"
 	"github.com/vishvananda/netlink"
 	"go.uber.org/zap/zaptest"
 )
@@ -66,10 +67,10 @@ func TestForwarding_ShiftsARealConnection(t *testing.T) {
 			cli = nstest.Client6
 		}
 		t.Run(fmt.Sprint(srv), func(t *testing.T) {
-			// c2s shifted by +0x10000000, s2c by -12345; acks follow the other direction.
-			off := [2]uint32{0x10000000, 1<<32 - 12345}
-			v := FlowValue{Ifindex: uint32(gc.Attrs().Index), Mode: ModeKernel,
-				SeqDelta: off, AckDelta: [2]uint32{-off[S2C], -off[C2S]}}
+			// The client's numbers are shifted by +0x10000000, the server's by -12345; the
+			// deltas follow by flowtable's sign rules.
+			v := FlowValue{Ifindex: uint32(gc.Attrs().Index), Mode: ModeKernel}
+			v.SetOffsets([2]seqnum.Delta{0x10000000, seqnum.Delta(12345).Neg()})
 			ln := nstest.Listen(t, lab.Server, srv)
 			client := netip.AddrPortFrom(cli, uint16(40000+i))
 			k := KeyOf(client, netip.AddrPortFrom(srv, uint16(ln.Addr().(*net.TCPAddr).Port)))

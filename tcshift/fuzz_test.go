@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/seqshiftd/seqshiftd/rewrite"
+	"github.com/seqshiftd/seqshiftd/seqnum"
 )
 
 // FuzzKernelMatchesShift feeds the same packet and deltas to a client program and to
@@ -46,7 +47,7 @@ func FuzzKernelMatchesShift(f *testing.F) {
 		k, ok := rawKey(h, pkt)
 		if ok {
 			v := FlowValue{Ifindex: uint32(e.x), Mode: ModeKernel}
-			v.SeqDelta[dir], v.AckDelta[dir] = seqD, ackD
+			v.SeqDelta[dir], v.AckDelta[dir] = seqnum.Delta(seqD), seqnum.Delta(ackD)
 			if err := e.dp.Put(k, v); err != nil {
 				t.Fatal(err)
 			}

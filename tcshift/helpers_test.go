@@ -12,6 +12,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/seqshiftd/seqshiftd/internal/nstest"
 	"github.com/seqshiftd/seqshiftd/rewrite"
+	"github.com/seqshiftd/seqshiftd/seqnum"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"go.uber.org/zap/zaptest"
@@ -410,7 +411,7 @@ func goShift(pkt []byte, seqD, ackD uint32) ([]byte, rewrite.Reason, rewrite.Kin
 	if p.Kind != rewrite.KindTCP {
 		return out, rewrite.ReasonNotRewritable, p.Kind
 	}
-	return out, rewrite.Shift(out, &p, seqD, ackD, false), p.Kind
+	return out, rewrite.Shift(out, &p, seqnum.Delta(seqD), seqnum.Delta(ackD), false), p.Kind
 }
 
 func mustAddrPort(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }

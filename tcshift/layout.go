@@ -3,12 +3,16 @@ package tcshift
 import (
 	"encoding/binary"
 	"net/netip"
+
+	"github.com/seqshiftd/seqshiftd/flowtable"
+	"github.com/seqshiftd/seqshiftd/seqnum"
 )
 
-// Directions, the indexes of FlowValue's per-direction arrays (DIR_C2S and DIR_S2C in maps.h).
+// Directions, the indexes of FlowValue's per-direction arrays (DIR_C2S and DIR_S2C in maps.h),
+// the same as flowtable's Dir values.
 const (
-	C2S = 0 // client -> server: rewritten at X's tc ingress
-	S2C = 1 // server -> client: rewritten at X's tc egress
+	C2S = int(flowtable.ClientToServer) // client -> server: rewritten at X's tc ingress
+	S2C = int(flowtable.ServerToClient) // server -> client: rewritten at X's tc egress
 )
 
 // Hook says which program sent a packet to the daemon (enum hook in maps.h).
@@ -140,9 +144,9 @@ func (k FlowKey) String() string {
 // FlowValue mirrors struct flow_val. The daemon writes the deltas, Ifindex and Mode; the
 // programs write Packets, Bytes, LastSeen and Window of ModeKernel flows.
 type FlowValue struct {
-	SeqDelta [2]uint32 // added to the seq of segments travelling in [dir]
-	AckDelta [2]uint32 // added to the ack and every SACK edge of segments travelling in [dir]
-	Ifindex  uint32    // the client-facing interface the flow was decided on
+	SeqDelta [2]seqnum.Delta // added to the seq of segments travelling in [dir]
+	AckDelta [2]seqnum.Delta // added to the ack and every SACK edge of segments travelling in [dir]
+	Ifindex  uint32          // the client-facing interface the flow was decided on
 	Mode     Mode
 	Flags    uint8 // the daemon's own; the programs never read or write it
 	_        [2]byte
@@ -150,6 +154,15 @@ type FlowValue struct {
 	Bytes    [2]uint64 // their TCP payload bytes
 	LastSeen uint64    // CLOCK_BOOTTIME ns of the last of them
 	Window   [2]Window // conntrack's window state, per direction, in the sender's own space
+}
+
+// SetOffsets sets both directions' deltas from a flow's offsets (indexed by direction, as
+// flowtable keeps them), by flowtable.DeltasOf: the one statement of the sign rules.
+func (v *FlowValue) SetOffsets(off [2]seqnum.Delta) {
+	for d := range v.SeqDelta {
+		ds := flowtable.DeltasOf(off, flowtable.Dir(d))
+		v.SeqDelta[d], v.AckDelta[d] = ds.Seq, ds.Ack
+	}
 }
 
 // Window mirrors struct flow_window: Linux conntrack's per-direction TCP state (td_end,

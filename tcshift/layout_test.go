@@ -7,6 +7,7 @@ import (
 	"unsafe"
 
 	"github.com/cilium/ebpf/btf"
+	"github.com/seqshiftd/seqshiftd/counter"
 )
 
 // The Go mirrors of the C layouts are checked against the BTF of the compiled object (what
@@ -173,5 +174,29 @@ func TestSupported_OnThisKernel(t *testing.T) {
 	needRoot(t)
 	if err := Supported(); err != nil {
 		t.Fatalf("Supported: %v (the other tests load the programs on this kernel)", err)
+	}
+}
+
+// TestCounterSet_ShowsEveryCounter: the families as the counter package sees them hold every
+// counter once, with the value Stats reads.
+func TestCounterSet_ShowsEveryCounter(t *testing.T) {
+	e := newEnv(t)
+	in := e.frame(HookIngress, seg{seq: 1, ack: 2, flags: flagACK}.pkt())
+	e.run(t, e.prog(HookIngress), in, e.x, testMark) // passed/mark
+	e.run(t, e.prog(HookIngress), in, e.x, 0)        // to_daemon/no_flow
+	status := map[string]uint64{}
+	counter.AddStatus(status, e.dp)
+	if status["kernel_passed_mark"] != 1 || status["kernel_to_daemon_no_flow"] != 1 || len(status) != int(NumStats) {
+		t.Fatalf("status keys: %v", status)
+	}
+	n := 0
+	for i, d := range e.dp.Descs() {
+		n += d.Len()
+		if len(e.dp.Values()[i]) != d.Len() {
+			t.Fatalf("%s: %d values for %d counters", d.Name, len(e.dp.Values()[i]), d.Len())
+		}
+	}
+	if n != int(NumStats) {
+		t.Fatalf("the families hold %d counters, want %d", n, NumStats)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/seqshiftd/seqshiftd/rewrite"
+	"github.com/seqshiftd/seqshiftd/seqnum"
 )
 
 // shiftCases are rewrite's TestShift_TCP and oracle cases that the kernel rewrites (its SYN,
@@ -84,7 +85,7 @@ func (e *env) checkShift(t *testing.T, h Hook, pkt []byte, seqD, ackD uint32, k 
 	t.Helper()
 	dir := h.Dir()
 	v := FlowValue{Ifindex: uint32(e.x), Mode: ModeKernel}
-	v.SeqDelta[dir], v.AckDelta[dir] = seqD, ackD
+	v.SeqDelta[dir], v.AckDelta[dir] = seqnum.Delta(seqD), seqnum.Delta(ackD)
 	// The other direction's deltas must not be used.
 	v.SeqDelta[1-dir], v.AckDelta[1-dir] = 0xdeadbeef, 0x0badf00d
 	if err := e.dp.Put(k, v); err != nil {
@@ -198,7 +199,7 @@ func randomSegment(rng *rand.Rand) seg {
 func TestClientHooks_ToDaemon(t *testing.T) {
 	e := newEnv(t)
 	data := []byte("payload")
-	kernel := FlowValue{Mode: ModeKernel, SeqDelta: [2]uint32{100, 200}, AckDelta: [2]uint32{300, 400}}
+	kernel := FlowValue{Mode: ModeKernel, SeqDelta: [2]seqnum.Delta{100, 200}, AckDelta: [2]seqnum.Delta{300, 400}}
 	daemon := kernel
 	daemon.Mode = ModeDaemon
 	tests := []struct {
@@ -329,7 +330,7 @@ func (e *env) checkToDaemon(t *testing.T, h Hook, pkt []byte, reason Reason) {
 // why.
 func TestClientHooks_PassUntouched(t *testing.T) {
 	e := newEnv(t)
-	kernel := FlowValue{Mode: ModeKernel, SeqDelta: [2]uint32{100, 200}, AckDelta: [2]uint32{300, 400}}
+	kernel := FlowValue{Mode: ModeKernel, SeqDelta: [2]seqnum.Delta{100, 200}, AckDelta: [2]seqnum.Delta{300, 400}}
 	data := seg{seq: 1, ack: 2, flags: flagACK, payload: []byte("x")}
 	arp := make([]byte, 28)
 	tests := []struct {
@@ -469,9 +470,9 @@ func TestTapIngress_RefusesBadMetadata(t *testing.T) {
 // sequence space.
 func TestClientHooks_TrackWindow(t *testing.T) {
 	e := newEnv(t)
-	var sdC, sdS uint32 = 1000, 50000 // c2s and s2c seq offsets
-	v := FlowValue{Ifindex: uint32(e.x), Mode: ModeKernel,
-		SeqDelta: [2]uint32{sdC, sdS}, AckDelta: [2]uint32{-sdS, -sdC}}
+	const sdC, sdS = 1000, 50000 // the client's and the server's offsets
+	v := FlowValue{Ifindex: uint32(e.x), Mode: ModeKernel}
+	v.SetOffsets([2]seqnum.Delta{sdC, sdS})
 	v.Window[S2C].Scale, v.Window[S2C].Flags = 7, WindowScale
 	c2s := seg{seq: 5000, ack: 9000 + sdS, flags: flagACK, win: 100, payload: make([]byte, 300)}
 	k := keyOf(HookIngress, c2s)

@@ -1,6 +1,10 @@
 package tcshift
 
-import "strings"
+import (
+	"strings"
+
+	"github.com/seqshiftd/seqshiftd/counter"
+)
 
 // Stat indexes the programs' counters (enum stat in maps.h).
 type Stat uint32
@@ -100,3 +104,49 @@ func (c Counter) cName() string {
 
 // Stats holds the counters summed over CPUs, indexed by Stat.
 type Stats [NumStats]uint64
+
+// counterDescs describes the families for the counter package, which metrics and status read:
+// seqshiftd_kernel_<name>_packets_total{<label>=...} and status keys kernel_<name>_<value>.
+var counterDescs = func() []*counter.Desc {
+	var descs []*counter.Desc
+	for _, f := range Families {
+		var values []string
+		for _, c := range Counters {
+			if c.Family == f {
+				values = append(values, c.Value)
+			}
+		}
+		descs = append(descs, &counter.Desc{
+			Name:   "kernel_" + f.Name + "_packets_total",
+			Help:   f.Help,
+			Labels: []string{f.Label},
+			Values: counter.Each(values...),
+			Status: "kernel_" + f.Name + "_%s",
+		})
+	}
+	// NewTable checks the names and labels; tcshift needs none of its Blocks (the counters
+	// live in the kernel's per-CPU map).
+	counter.NewTable(descs...)
+	return descs
+}()
+
+// Descs returns the counter families (counter.Set).
+func (d *Datapath) Descs() []*counter.Desc { return counterDescs }
+
+// Values returns the counters summed over CPUs, by family (counter.Set). It reads the kernel's
+// map: call it at scrape time, never per packet.
+func (d *Datapath) Values() [][]uint64 {
+	s := d.Stats()
+	out := make([][]uint64, len(Families))
+	i := 0
+	for f := range Families {
+		start := i
+		for i < len(s) && Counters[i].Family == Families[f] {
+			i++
+		}
+		out[f] = s[start:i:i]
+	}
+	return out
+}
+
+var _ counter.Set = (*Datapath)(nil)
