@@ -41,7 +41,7 @@ netns: build
 	$(GO) test -count=1 -timeout 12m ./test/netns/ -seqshiftd=$(CURDIR)/$(BIN)
 
 bench:
-	$(GO) test -p 1 -run '^$$' -bench . -benchmem ./rewrite/ ./flowtable/ ./datapath/ ./policy/
+	$(GO) test -p 1 -run '^$$' -bench . -benchmem ./rewrite/ ./flowtable/ ./datapath/ ./policy/ ./tcshift/
 
 bench-net: build
 	$(GO) test -count=1 -timeout 20m -run '^TestBenchmarkThroughput$$' -v ./test/netns/ -seqshiftd=$(CURDIR)/$(BIN) -throughput

@@ -10,6 +10,18 @@
 // flows map ([Datapath.Put], [Datapath.Range], ...) and the counters ([Datapath.Stats],
 // [Counters]). Every C layout is mirrored here and compared with the object's BTF by the tests.
 //
+// The TAP contract. A frame the programs send to the daemon starts with its Ethernet header,
+// whose destination MAC holds [Meta] ([ReadMeta]); at the egress hook the client's MAC has been
+// moved into the source field. The daemon decides, rewrites what lies after the Ethernet
+// header as it likes, and writes the frame back to the TAP with the first 14 bytes as they
+// came (or drops it by not writing it). tap_ingress then restores the Ethernet header, sets
+// the mark and sends the frame on: into X's receive path for [HookIngress] (toward the server
+// side), out of X for [HookEgress] (toward the client). The daemon can inject a packet of its
+// own the same way: a frame whose metadata names the hook, with the client's MAC in the source
+// field. A GSO super-packet stays whole through the TAP when the daemon opens it with
+// IFF_VNET_HDR; one carrying a FIN goes to the daemon whole. Config.Mark must be a bit that
+// nothing else on the gateway sets: the programs pass any packet carrying it unshifted.
+//
 // What tcshift must never do:
 //   - forward an intercepted segment of a flow in kernel mode unshifted: it is shifted, or goes
 //     to the daemon, or is dropped;
