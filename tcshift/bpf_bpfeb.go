@@ -77,7 +77,7 @@ const (
 	bpfStatSTAT_PASSED_NOT_INTERCEPTED bpfStat = 11
 	bpfStatSTAT_PASSED_OTHER_IFACE     bpfStat = 12
 	bpfStatSTAT_PASSED_REPLY_ELSEWHERE bpfStat = 13
-	bpfStatSTAT_DROPPED_CSUM           bpfStat = 14
+	bpfStatSTAT_DROPPED_REWRITE        bpfStat = 14
 	bpfStatSTAT_TAP_RETURNED_C2S       bpfStat = 15
 	bpfStatSTAT_TAP_RETURNED_S2C       bpfStat = 16
 	bpfStatSTAT_TAP_DROPPED_BAD_META   bpfStat = 17

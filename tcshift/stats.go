@@ -25,7 +25,7 @@ const (
 	StatPassedNotIntercepted
 	StatPassedOtherIface
 	StatPassedReplyElsewhere
-	StatDroppedCsum
+	StatDroppedRewrite
 	StatTapReturnedC2S
 	StatTapReturnedS2C
 	StatTapDroppedBadMeta
@@ -52,7 +52,7 @@ var (
 		"(zero_delta: a kernel-mode flow whose offsets are zero; mark: written back by the daemon; not_ip; not_tcp: neither TCP nor an ICMP error; " +
 		"not_intercepted: the server address is not intercepted on the interface; other_iface: a flow decided on another interface; " +
 		"reply_elsewhere: the reply of a flow decided on another interface)."}
-	FamilyDropped     = &Family{"dropped", "reason", "Packets the kernel programs dropped at a client-facing interface, by reason (csum: the checksum could not be fixed after the shift; never expected)."}
+	FamilyDropped     = &Family{"dropped", "reason", "Packets the kernel programs dropped at a client-facing interface, by reason (rewrite: a shift that could not be completed, the packet possibly half written; never expected)."}
 	FamilyTapReturned = &Family{"tap_returned", "direction", "Packets the daemon wrote back to the TAP and the kernel program sent on, by direction (c2s: into the client-facing interface, s2c: out of it)."}
 	FamilyTapDropped  = &Family{"tap_dropped", "reason", "Frames on the TAP the kernel program dropped, by reason (bad_meta: no valid metadata; no_iface: an interface the datapath does not serve)."}
 	Families          = []*Family{FamilyToDaemon, FamilyRewritten, FamilyPassed, FamilyDropped, FamilyTapReturned, FamilyTapDropped}
@@ -82,7 +82,7 @@ var Counters = [NumStats]Counter{
 	StatPassedNotIntercepted: {FamilyPassed, "not_intercepted"},
 	StatPassedOtherIface:     {FamilyPassed, "other_iface"},
 	StatPassedReplyElsewhere: {FamilyPassed, "reply_elsewhere"},
-	StatDroppedCsum:          {FamilyDropped, "csum"},
+	StatDroppedRewrite:       {FamilyDropped, "rewrite"},
 	StatTapReturnedC2S:       {FamilyTapReturned, "c2s"},
 	StatTapReturnedS2C:       {FamilyTapReturned, "s2c"},
 	StatTapDroppedBadMeta:    {FamilyTapDropped, "bad_meta"},

@@ -120,7 +120,7 @@ enum stat {
 	STAT_PASSED_NOT_INTERCEPTED,    /* address not in intercept for this interface */
 	STAT_PASSED_OTHER_IFACE,        /* a flow decided on another client-facing interface */
 	STAT_PASSED_REPLY_ELSEWHERE,    /* the reverse tuple is a flow: a reply of another interface's flow */
-	STAT_DROPPED_CSUM,              /* the checksum could not be fixed after the shift (never seen) */
+	STAT_DROPPED_REWRITE,           /* the shift could not be completed (never seen) */
 	STAT_TAP_RETURNED_C2S,          /* the daemon wrote back a packet for an ingress */
 	STAT_TAP_RETURNED_S2C,          /* ... for an egress */
 	STAT_TAP_DROPPED_BAD_META,      /* a frame on the TAP without valid metadata */

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * Parsing and shifting helpers of the client-facing programs. Every offset is relative to
+ * Parsing helpers and checksum arithmetic of the client-facing programs. Every offset is relative to
  * skb->data (the Ethernet header at tc), and every pointer is compared with data_end before it
  * is read: the verifier insists, and a packet may be shorter than its headers claim.
  */
@@ -23,9 +23,6 @@
 #define TCPOPT_EOL  0
 #define TCPOPT_NOP  1
 #define TCPOPT_SACK 5
-/* At most 4 SACK blocks fit in 40 bytes of options, however many SACK options carry them
- * (each option costs 2 bytes plus 8 per block), so at most 8 edges. */
-#define MAX_EDGES 8
 /* A bit every 4 bytes: the edges of a SACK option of 4 blocks, from its first edge on. */
 #define SACK_EDGE_BITS 0x11111111ULL
 

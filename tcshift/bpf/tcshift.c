@@ -315,7 +315,7 @@ static __always_inline int client_hook(struct __sk_buff *skb, const enum hook ho
 	}
 	if (shift_segment(skb, p.l4, edges, sd, ad) < 0) {
 		/* The segment may be half written: never forward it (the sender retransmits). */
-		count(STAT_DROPPED_CSUM);
+		count(STAT_DROPPED_REWRITE);
 		return TC_ACT_SHOT;
 	}
 	count(hook == HOOK_INGRESS ? STAT_REWRITTEN_C2S : STAT_REWRITTEN_S2C);
