@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -26,6 +28,93 @@ import (
 // either side's numbers were off, or a segment were forwarded unshifted, the real stacks at
 // both ends would not complete the transfer.
 func TestForwarding_ShiftsARealConnection(t *testing.T) {
+	f := newForwardLab(t)
+	// No subtests: they run on goroutines of their own, outside the locked thread that is in
+	// the gateway's namespace.
+	for i, srv := range []netip.Addr{nstest.Server4, nstest.Server6} {
+		if peer := f.transfer(t, srv, uint16(40000+i)); peer.Addr() != clientOf(srv) {
+			t.Fatalf("%v: the server saw %v", srv, peer)
+		}
+	}
+}
+
+// TestForwarding_NATGatewayFirewall is the same through a typical NAT gateway's firewall:
+// forward policy drop, established and related accepted, invalid dropped, client side to
+// server side accepted, masquerade toward the servers. The kernel sees each intercepted
+// packet once, in one sequence space: nothing is invalid, conntrack holds one entry per
+// connection, and the server sees the masqueraded address.
+func TestForwarding_NATGatewayFirewall(t *testing.T) {
+	f := newForwardLab(t)
+	nft(t, `
+table inet seqshiftd_test {
+	chain forward {
+		type filter hook forward priority 0; policy drop;
+		ct state invalid counter drop
+		ct state established,related accept
+		iifname "gc" oifname "gs" accept
+	}
+	chain postrouting {
+		type nat hook postrouting priority 100;
+		oifname "gs" masquerade
+	}
+}`)
+	for i, srv := range []netip.Addr{nstest.Server4, nstest.Server6} {
+		port := uint16(41000 + i)
+		peer := f.transfer(t, srv, port)
+		gw := netip.MustParseAddr("198.18.2.1")
+		if srv.Is6() {
+			gw = netip.MustParseAddr("2001:2:2::1")
+		}
+		if peer.Addr() != gw {
+			t.Fatalf("%v: the server saw %v, want the masqueraded %v", srv, peer, gw)
+		}
+		// -o extended prints one line per entry; the summary goes to stderr.
+		out, err := exec.Command("conntrack", "-L", "-p", "tcp", "--orig-port-src", fmt.Sprint(port), "-o", "extended").Output()
+		if err != nil {
+			t.Fatalf("conntrack -L: %v", err)
+		}
+		t.Logf("conntrack: %s", out)
+		if n := strings.Count(string(out), "\n"); n != 1 {
+			t.Fatalf("%v: conntrack holds %d entries for the connection, want 1:\n%s", srv, n, out)
+		}
+	}
+	out := nft(t, "list chain inet seqshiftd_test forward")
+	if !strings.Contains(out, "ct state invalid counter packets 0 bytes 0 drop") {
+		t.Fatalf("invalid packets were dropped:\n%s", out)
+	}
+}
+
+func nft(t *testing.T, script string) string {
+	t.Helper()
+	if _, err := exec.LookPath("nft"); err != nil {
+		t.Skip("skipping: nft not installed")
+	}
+	cmd := exec.Command("nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(script)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("nft: %v: %s", err, out)
+	}
+	return string(out)
+}
+
+func clientOf(srv netip.Addr) netip.Addr {
+	if srv.Is6() {
+		return nstest.Client6
+	}
+	return nstest.Client4
+}
+
+// forwardLab is the lab of the forwarding tests: nstest's client -- gateway -- server with the
+// programs attached to the gateway's client-facing gc and a TAP whose queue the test holds.
+type forwardLab struct {
+	lab *nstest.Lab
+	dp  *Datapath
+	tap *os.File
+	gc  int
+}
+
+func newForwardLab(t *testing.T) *forwardLab {
 	needRoot(t)
 	nstest.SetUp(t)
 	lab := nstest.NewLab(t)
@@ -35,7 +124,6 @@ func TestForwarding_ShiftsARealConnection(t *testing.T) {
 	if err := netlink.LinkAdd(tt); err != nil {
 		t.Fatalf("add tap: %v", err)
 	}
-	tap := tt.Fds[0]
 	t.Cleanup(func() {
 		for _, f := range tt.Fds {
 			f.Close()
@@ -54,78 +142,84 @@ func TestForwarding_ShiftsARealConnection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer dp.Close()
+	t.Cleanup(func() { dp.Close() })
 	if err := dp.Attach(); err != nil {
 		t.Fatal(err)
 	}
-	defer dp.Detach()
-	gc, _ := netlink.LinkByName("gc")
-
-	for i, srv := range []netip.Addr{nstest.Server4, nstest.Server6} {
-		cli := nstest.Client4
-		if srv.Is6() {
-			cli = nstest.Client6
-		}
-		t.Run(fmt.Sprint(srv), func(t *testing.T) {
-			// The client's numbers are shifted by +0x10000000, the server's by -12345; the
-			// deltas follow by flowtable's sign rules.
-			v := FlowValue{Ifindex: uint32(gc.Attrs().Index), Mode: ModeKernel}
-			v.SetOffsets([2]seqnum.Delta{0x10000000, seqnum.Delta(12345).Neg()})
-			ln := nstest.Listen(t, lab.Server, srv)
-			client := netip.AddrPortFrom(cli, uint16(40000+i))
-			k := KeyOf(client, netip.AddrPortFrom(srv, uint16(ln.Addr().(*net.TCPAddr).Port)))
-			if err := dp.Put(k, v); err != nil {
-				t.Fatal(err)
-			}
-			defer dp.Delete(k)
-			var toDaemon atomic.Int64
-			stop := standInDaemon(t, tap, v, &toDaemon)
-			defer stop()
-
-			data := make([]byte, 1<<20)
-			for j := range data {
-				data[j] = byte(j * 7)
-			}
-			go func() {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				defer c.Close()
-				io.Copy(c, c) // echo
-			}()
-			var conn net.Conn
-			nstest.In(t, lab.Client, func() {
-				d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(client), Timeout: 5 * time.Second}
-				conn, err = d.Dial("tcp", netip.AddrPortFrom(srv, uint16(ln.Addr().(*net.TCPAddr).Port)).String())
-			})
-			if err != nil {
-				t.Fatalf("dial through the gateway: %v", err)
-			}
-			conn.SetDeadline(time.Now().Add(20 * time.Second))
-			go func() {
-				conn.Write(data)
-				conn.(*net.TCPConn).CloseWrite()
-			}()
-			got, err := io.ReadAll(conn)
-			conn.Close()
-			if err != nil || sha256.Sum256(got) != sha256.Sum256(data) {
-				t.Fatalf("echo through the gateway: %d of %d bytes, %v", len(got), len(data), err)
-			}
-			fv, _, _ := dp.Lookup(k)
-			// Most of the data is shifted in the kernel; the last of it may ride on a FIN,
-			// which goes to the daemon.
-			if fv.Packets[C2S] == 0 || fv.Packets[S2C] == 0 || fv.Bytes[C2S] < uint64(len(data)/2) || fv.Bytes[S2C] < uint64(len(data)/2) {
-				t.Fatalf("the kernel shifted too little: packets %v bytes %v", fv.Packets, fv.Bytes)
-			}
-			s := dp.Stats()
-			t.Logf("kernel: packets %v bytes %v; daemon saw %d frames; stats rewritten %d/%d, to daemon (flags) %d, returned %d/%d",
-				fv.Packets, fv.Bytes, toDaemon.Load(), s[StatRewrittenC2S], s[StatRewrittenS2C], s[StatToDaemonFlags], s[StatTapReturnedC2S], s[StatTapReturnedS2C])
-			if toDaemon.Load() == 0 || s[StatTapReturnedC2S] == 0 || s[StatTapReturnedS2C] == 0 {
-				t.Fatal("the handshake did not go through the daemon")
-			}
-		})
+	t.Cleanup(func() { dp.Detach() })
+	gc, err := netlink.LinkByName("gc")
+	if err != nil {
+		t.Fatal(err)
 	}
+	return &forwardLab{lab: lab, dp: dp, tap: tt.Fds[0], gc: gc.Attrs().Index}
+}
+
+// transfer echoes 1 MiB from the client's port to srv through a kernel-mode flow and returns
+// the client address the server saw.
+func (f *forwardLab) transfer(t *testing.T, srv netip.Addr, port uint16) netip.AddrPort {
+	// The client's numbers are shifted by +0x10000000, the server's by -12345; the deltas
+	// follow by flowtable's sign rules.
+	v := FlowValue{Ifindex: uint32(f.gc), Mode: ModeKernel}
+	v.SetOffsets([2]seqnum.Delta{0x10000000, seqnum.Delta(12345).Neg()})
+	ln := nstest.Listen(t, f.lab.Server, srv)
+	client := netip.AddrPortFrom(clientOf(srv), port)
+	server := netip.AddrPortFrom(srv, uint16(ln.Addr().(*net.TCPAddr).Port))
+	k := KeyOf(client, server)
+	if err := f.dp.Put(k, v); err != nil {
+		t.Fatal(err)
+	}
+	defer f.dp.Delete(k)
+	var toDaemon atomic.Int64
+	stop := standInDaemon(t, f.tap, v, &toDaemon)
+	defer stop()
+
+	data := make([]byte, 1<<20)
+	for j := range data {
+		data[j] = byte(j * 7)
+	}
+	peer := make(chan netip.AddrPort, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			peer <- netip.AddrPort{}
+			return
+		}
+		defer c.Close()
+		peer <- c.RemoteAddr().(*net.TCPAddr).AddrPort()
+		io.Copy(c, c) // echo
+	}()
+	var conn net.Conn
+	var err error
+	nstest.In(t, f.lab.Client, func() {
+		d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(client), Timeout: 5 * time.Second}
+		conn, err = d.Dial("tcp", server.String())
+	})
+	if err != nil {
+		t.Fatalf("dial through the gateway: %v", err)
+	}
+	conn.SetDeadline(time.Now().Add(20 * time.Second))
+	go func() {
+		conn.Write(data)
+		conn.(*net.TCPConn).CloseWrite()
+	}()
+	got, err := io.ReadAll(conn)
+	conn.Close()
+	if err != nil || sha256.Sum256(got) != sha256.Sum256(data) {
+		t.Fatalf("echo through the gateway: %d of %d bytes, %v", len(got), len(data), err)
+	}
+	fv, _, _ := f.dp.Lookup(k)
+	// Most of the data is shifted in the kernel; the last of it may ride on a FIN, which goes
+	// to the daemon.
+	if fv.Packets[C2S] == 0 || fv.Packets[S2C] == 0 || fv.Bytes[C2S] < uint64(len(data)/2) || fv.Bytes[S2C] < uint64(len(data)/2) {
+		t.Fatalf("the kernel shifted too little: packets %v bytes %v", fv.Packets, fv.Bytes)
+	}
+	s := f.dp.Stats()
+	t.Logf("kernel: packets %v bytes %v; daemon saw %d frames; stats rewritten %d/%d, to daemon (flags) %d, returned %d/%d",
+		fv.Packets, fv.Bytes, toDaemon.Load(), s[StatRewrittenC2S], s[StatRewrittenS2C], s[StatToDaemonFlags], s[StatTapReturnedC2S], s[StatTapReturnedS2C])
+	if toDaemon.Load() == 0 || s[StatTapReturnedC2S] == 0 || s[StatTapReturnedS2C] == 0 {
+		t.Fatal("the handshake did not go through the daemon")
+	}
+	return <-peer
 }
 
 // standInDaemon reads frames from the TAP, shifts TCP segments by the flow's deltas for the
