@@ -203,6 +203,17 @@ func pseudoSum(src, dst netip.Addr, proto uint8, length int) uint32 {
 	return s + uint32(proto) + uint32(length)>>16 + uint32(length)&0xffff
 }
 
+// tcpChecksumValid verifies the TCP checksum of an IPv4 packet without options or an IPv6
+// packet without extension headers, summing it in full.
+func tcpChecksumValid(pkt []byte) bool {
+	if pkt[0]>>4 == 4 {
+		src, dst := netip.AddrFrom4([4]byte(pkt[12:16])), netip.AddrFrom4([4]byte(pkt[16:20]))
+		return fullSum(pkt[20:], pseudoSum(src, dst, 6, len(pkt)-20)) == 0xffff
+	}
+	src, dst := netip.AddrFrom16([16]byte(pkt[8:24])), netip.AddrFrom16([16]byte(pkt[24:40]))
+	return fullSum(pkt[40:], pseudoSum(src, dst, 6, len(pkt)-40)) == 0xffff
+}
+
 // icmpErr builds an ICMP or ICMPv6 error from a router to dst quoting quote.
 func icmpErr(v6 bool, typ uint8, dst netip.Addr, quote []byte) []byte {
 	msg := make([]byte, 8+len(quote))

@@ -104,6 +104,10 @@ func (e *env) checkShift(t *testing.T, h Hook, pkt []byte, seqD, ackD uint32, k 
 	if !bytes.Equal(out, e.frame(h, want)) {
 		t.Fatalf("program output differs from rewrite.Shift\n got % x\nwant % x", head(out), head(e.frame(h, want)))
 	}
+	// A check that shares no arithmetic with either: the full RFC 1071 sum over the segment.
+	if !tcpChecksumValid(out[EthHeaderLen:]) {
+		t.Fatal("the rewritten segment's TCP checksum does not verify")
+	}
 	got, ok, err := e.dp.Lookup(k)
 	if err != nil || !ok {
 		t.Fatalf("Lookup: %v %v", ok, err)
