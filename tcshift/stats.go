@@ -46,7 +46,7 @@ var (
 	FamilyToDaemon = &Family{"to_daemon", "reason", "Packets the kernel programs sent to the daemon through the TAP, by reason " +
 		"(no_flow: intercepted TCP of no flow in the map, a new connection; daemon_mode: a flow the daemon handles itself; " +
 		"flags: SYN, FIN or RST of a kernel-mode flow; icmp: an ICMP or ICMPv6 error; " +
-		"unparsed: IP options, fragments, IPv6 extension headers, a bad TCP header or options)."}
+		"unparsed: IP options, fragments, IPv6 extension headers, a bad TCP header or options, headers that could not be pulled into the linear data)."}
 	FamilyRewritten = &Family{"rewritten", "direction", "Segments of kernel-mode flows shifted by the kernel programs, by direction (c2s: from the client). A GSO super-packet counts once."}
 	FamilyPassed    = &Family{"passed", "reason", "Packets the kernel programs let through unwritten, by reason " +
 		"(zero_delta: a kernel-mode flow whose offsets are zero; mark: written back by the daemon; not_ip; not_tcp: neither TCP nor an ICMP error; " +

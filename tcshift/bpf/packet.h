@@ -82,8 +82,10 @@ static __always_inline int is_ipv6_ext(__u8 nh)
 	       nh == 60 /* destination options */;
 }
 
-/* parse_ip reads the IP header after the Ethernet header. It returns 0 if the frame is not
- * IPv4 or IPv6 or is shorter than the fixed IP header. */
+/* parse_ip reads the IP header after the Ethernet header. It returns 1 when it did, 0 if the
+ * frame is not IPv4 or IPv6 or is shorter than the fixed IP header (the stack drops those),
+ * and -1 for an IP packet whose header is not in the linear data even after pull_headers (it
+ * could not pull): the caller cannot tell whether it is intercepted, so the daemon decides. */
 static __always_inline int parse_ip(struct __sk_buff *skb, struct pkt *p)
 {
 	void *data = (void *)(long)skb->data;
@@ -96,7 +98,9 @@ static __always_inline int parse_ip(struct __sk_buff *skb, struct pkt *p)
 		struct iphdr *ip = (void *)(eth + 1);
 		__u32 hl, tot;
 
-		if ((void *)(ip + 1) > data_end || ip->version != 4 || ip->ihl < 5)
+		if ((void *)(ip + 1) > data_end)
+			return skb->len < ETH_HLEN + sizeof(*ip) ? 0 : -1;
+		if (ip->version != 4 || ip->ihl < 5)
 			return 0;
 		hl = ip->ihl * 4;
 		tot = bpf_ntohs(ip->tot_len);
@@ -117,7 +121,9 @@ static __always_inline int parse_ip(struct __sk_buff *skb, struct pkt *p)
 		struct ipv6hdr *ip6 = (void *)(eth + 1);
 		__u32 pl;
 
-		if ((void *)(ip6 + 1) > data_end || ip6->version != 6)
+		if ((void *)(ip6 + 1) > data_end)
+			return skb->len < ETH_HLEN + sizeof(*ip6) ? 0 : -1;
+		if (ip6->version != 6)
 			return 0;
 		pl = bpf_ntohs(ip6->payload_len);
 		p->family = 6;

@@ -210,9 +210,13 @@ static __always_inline int client_hook(struct __sk_buff *skb, const enum hook ho
 		return TC_ACT_OK;
 	}
 	pull_headers(skb);
-	if (!parse_ip(skb, &p)) {
+	switch (parse_ip(skb, &p)) {
+	case 0:
 		count(STAT_PASSED_NOT_IP);
 		return TC_ACT_OK;
+	case -1:
+		/* Never pass unseen what may be an intercepted segment. */
+		return to_daemon(skb, cfg, hook, STAT_TO_DAEMON_UNPARSED);
 	}
 	/* Errors are rare and their sender is often a router on neither side's prefix list: no
 	 * intercept check; the daemon knows whether the quote is one of its flows. */
