@@ -1,6 +1,7 @@
 package tcshift
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -111,6 +112,7 @@ type forwardLab struct {
 	lab *nstest.Lab
 	dp  *Datapath
 	tap *os.File
+	tt  *netlink.Tuntap
 	gc  int
 }
 
@@ -151,7 +153,7 @@ func newForwardLab(t *testing.T) *forwardLab {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &forwardLab{lab: lab, dp: dp, tap: tt.Fds[0], gc: gc.Attrs().Index}
+	return &forwardLab{lab: lab, dp: dp, tap: tt.Fds[0], tt: tt, gc: gc.Attrs().Index}
 }
 
 // transfer echoes 1 MiB from the client's port to srv through a kernel-mode flow and returns
@@ -220,6 +222,88 @@ func (f *forwardLab) transfer(t *testing.T, srv netip.Addr, port uint16) netip.A
 		t.Fatal("the handshake did not go through the daemon")
 	}
 	return <-peer
+}
+
+// TestForwarding_OutlivesTheDaemon: when the daemon dies (its TAP gone, its Datapath closed),
+// an established kernel-mode connection keeps flowing through the programs and maps the
+// attached filters hold, and a new connection is dropped (fail-closed), not forwarded.
+func TestForwarding_OutlivesTheDaemon(t *testing.T) {
+	f := newForwardLab(t)
+	v := FlowValue{Ifindex: uint32(f.gc), Mode: ModeKernel}
+	v.SetOffsets([2]seqnum.Delta{0x7fff0000, 0x1234})
+	ln := nstest.Listen(t, f.lab.Server, nstest.Server4)
+	server := netip.AddrPortFrom(nstest.Server4, uint16(ln.Addr().(*net.TCPAddr).Port))
+	client := netip.AddrPortFrom(nstest.Client4, 42000)
+	if err := f.dp.Put(KeyOf(client, server), v); err != nil {
+		t.Fatal(err)
+	}
+	var toDaemon atomic.Int64
+	stop := standInDaemon(t, f.tap, v, &toDaemon)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); io.Copy(c, c) }()
+		}
+	}()
+	var conn net.Conn
+	var err error
+	nstest.In(t, f.lab.Client, func() {
+		d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(client), Timeout: 5 * time.Second}
+		conn, err = d.Dial("tcp", server.String())
+	})
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	defer conn.Close()
+	echo := func(n int) error {
+		data := make([]byte, n)
+		for j := range data {
+			data[j] = byte(j * 13)
+		}
+		conn.SetDeadline(time.Now().Add(10 * time.Second))
+		errc := make(chan error, 1)
+		go func() { _, err := conn.Write(data); errc <- err }()
+		got := make([]byte, n)
+		if _, err := io.ReadFull(conn, got); err != nil {
+			return err
+		}
+		if err := <-errc; err != nil {
+			return err
+		}
+		if !bytes.Equal(got, data) {
+			return errors.New("echo differs")
+		}
+		return nil
+	}
+	if err := echo(64 << 10); err != nil {
+		t.Fatalf("before the daemon dies: %v", err)
+	}
+	// The daemon dies: its TAP goes with its queue's fd, its Datapath is closed.
+	stop()
+	for _, fd := range f.tt.Fds {
+		fd.Close()
+	}
+	f.dp.Close()
+	if _, err := netlink.LinkByName("tap0"); err == nil {
+		t.Fatal("the TAP outlived its fd")
+	}
+	if err := echo(1 << 20); err != nil {
+		t.Fatalf("after the daemon died, the established connection stopped: %v", err)
+	}
+	// A new connection needs the daemon: its SYN is redirected to a TAP that is gone.
+	nstest.In(t, f.lab.Client, func() {
+		d := net.Dialer{Timeout: time.Second}
+		var c net.Conn
+		if c, err = d.Dial("tcp", server.String()); err == nil {
+			c.Close()
+		}
+	})
+	if err == nil {
+		t.Fatal("a new connection went through without the daemon")
+	}
 }
 
 // standInDaemon reads frames from the TAP, shifts TCP segments by the flow's deltas for the
