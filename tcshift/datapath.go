@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
@@ -74,8 +75,11 @@ func (c Config) validate() error {
 
 // Supported says whether this kernel and this process can load and attach the programs, and
 // if not, why: tc BPF programs, LPM tries, bounded loops and the helpers the programs call, with
-// the privileges to load them (CAP_BPF and CAP_NET_ADMIN, or root). clsact itself can only be
-// tried on a device; Attach reports it.
+// the privileges to load them. Measured (a non-root user with only the listed capabilities):
+// Load and Attach need CAP_BPF, CAP_PERFMON (the verifier refuses the programs' pointer
+// arithmetic without it) and CAP_NET_ADMIN; PreviousFlows also needs CAP_SYS_ADMIN (opening
+// another process's program by ID). clsact itself can only be tried on a device; Attach
+// reports it.
 func Supported() error {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return fmt.Errorf("raise RLIMIT_MEMLOCK for BPF maps: %w", err)
@@ -327,6 +331,9 @@ func (d *Datapath) PreviousFlows(fn func(FlowKey, FlowValue)) error {
 
 func previousFlowsOf(progID int, seen map[ebpf.MapID]bool, fn func(FlowKey, FlowValue)) error {
 	prog, err := ebpf.NewProgramFromID(ebpf.ProgramID(progID))
+	if errors.Is(err, os.ErrPermission) {
+		return fmt.Errorf("open attached program %d (needs CAP_SYS_ADMIN): %w", progID, err)
+	}
 	if err != nil {
 		return fmt.Errorf("open attached program %d: %w", progID, err)
 	}
