@@ -5,6 +5,7 @@ import (
 	"sort"
 	"testing"
 
+	"github.com/seqshiftd/seqshiftd/internal/nstest"
 	"github.com/seqshiftd/seqshiftd/seqnum"
 
 	"github.com/vishvananda/netlink"
@@ -267,5 +268,28 @@ func TestLoad_RefusesBadConfig(t *testing.T) {
 	}
 	if err := good.validate(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestLoad_RefusesATUNForTheTAP(t *testing.T) {
+	needRoot(t)
+	nstest.SetUp(t)
+	mkLinks(t, "x0", "tap0")
+	tun := &netlink.Tuntap{LinkAttrs: netlink.LinkAttrs{Name: "tun0"}, Mode: netlink.TUNTAP_MODE_TUN, Flags: netlink.TUNTAP_DEFAULTS | netlink.TUNTAP_NO_PI}
+	if err := netlink.LinkAdd(tun); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range tun.Fds {
+		f.Close()
+	}
+	for _, tc := range []struct{ tap, iface string }{{"tun0", "x0"}, {"tap0", "lo"}, {"tap0", "nosuch0"}, {"nosuch0", "x0"}} {
+		cfg := Config{Ifaces: []Iface{{Name: tc.iface}}, TapName: tc.tap, Mark: 1, MaxFlows: 10}
+		dp, err := Load(cfg, zaptest.NewLogger(t))
+		if err == nil {
+			dp.Close()
+			t.Errorf("Load with TAP %s and interface %s succeeded", tc.tap, tc.iface)
+			continue
+		}
+		t.Logf("TAP %s, interface %s: %v", tc.tap, tc.iface, err)
 	}
 }

@@ -155,6 +155,10 @@ func (d *Datapath) fill() error {
 	if err != nil {
 		return fmt.Errorf("TAP %s: %w", d.cfg.TapName, err)
 	}
+	if tap.Attrs().EncapType != "ether" {
+		// A TUN has no link-layer header to carry Meta in.
+		return fmt.Errorf("TAP %s: not an Ethernet device (%s): it must be a TAP, not a TUN", d.cfg.TapName, tap.Attrs().EncapType)
+	}
 	d.tap = iface{d.cfg.TapName, tap.Attrs().Index}
 	if err := d.objs.Config.Put(uint32(0), bpfTcConfig{TapIfindex: uint32(d.tap.ifindex), Mark: d.cfg.Mark}); err != nil {
 		return fmt.Errorf("write config map: %w", err)
