@@ -169,10 +169,10 @@ func ourFilters(cfg Config, names []string) []found {
 	return out
 }
 
-// Detach removes our filters from the interfaces and the TAP, and the clsact qdiscs that this
-// Datapath created and that are now empty.
+// Detach removes our filters from the interfaces and the TAP, the clsact qdiscs that this
+// Datapath created and that are now empty, and the pinned flows map: nothing uses it any more.
 func (d *Datapath) Detach() error {
-	err := detach(d.cfg, d.linkNames())
+	err := errors.Join(detach(d.cfg, d.linkNames()), unpin(d.cfg))
 	for _, x := range append([]iface{d.tap}, d.ifaces...) {
 		if !d.created[x.ifindex] {
 			continue
@@ -188,11 +188,11 @@ func (d *Datapath) Detach() error {
 	return err
 }
 
-// Detach removes our filters from cfg's interfaces and TAP without a loaded Datapath (teardown
-// after a crash). It leaves clsact qdiscs in place: without a record of who created one, an
-// empty clsact may be someone else's.
+// Detach removes our filters from cfg's interfaces and TAP, and the pinned flows map, without a
+// loaded Datapath (teardown after a crash). It leaves clsact qdiscs in place: without a record
+// of who created one, an empty clsact may be someone else's.
 func Detach(cfg Config) error {
-	return detach(cfg, configLinkNames(cfg))
+	return errors.Join(detach(cfg, configLinkNames(cfg)), unpin(cfg))
 }
 
 func detach(cfg Config, names []string) error {

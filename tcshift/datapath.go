@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
@@ -28,7 +29,15 @@ type Config struct {
 	Mark     uint32 // the re-injection bit(s) of skb->mark; must be non-zero
 	MaxFlows int    // entries of the flows map
 	Priority uint16 // tc filter priority of our filters; 0 means DefaultPriority
+	// PinDir, if not "", is a directory on a bpffs (e.g. /sys/fs/bpf/seqshiftd) where the flows
+	// map is pinned as "flows": the next Load reuses it, entries and kernel counters included,
+	// so flows survive a crash without PreviousFlows (which needs CAP_SYS_ADMIN). A pinned map
+	// of another size (MaxFlows changed) is replaced by a new one holding its entries.
+	PinDir string
 }
+
+// flowsPin is the pinned flows map's path.
+func (c Config) flowsPin() string { return filepath.Join(c.PinDir, bpfMapFlows) }
 
 // DefaultPriority is the tc filter priority used when Config.Priority is 0: first, so that
 // no other filter reads a segment before it is shifted.
@@ -134,7 +143,19 @@ func Load(cfg Config, log *zap.Logger) (*Datapath, error) {
 	}
 	spec.Maps[bpfMapFlows].MaxEntries = uint32(cfg.MaxFlows)
 	d := &Datapath{cfg: cfg, log: log, created: map[int]bool{}}
-	if err := spec.LoadAndAssign(&d.objs, nil); err != nil {
+	var opts ebpf.CollectionOptions
+	if cfg.PinDir != "" {
+		if err := os.MkdirAll(cfg.PinDir, 0o700); err != nil {
+			return nil, fmt.Errorf("pin directory: %w", err)
+		}
+		spec.Maps[bpfMapFlows].Pinning = ebpf.PinByName
+		opts.Maps.PinPath = cfg.PinDir
+	}
+	err = spec.LoadAndAssign(&d.objs, &opts)
+	if errors.Is(err, ebpf.ErrMapIncompatible) && cfg.PinDir != "" {
+		err = d.loadResized(spec)
+	}
+	if err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
 			// The last lines of the log say why; the whole log is for whoever debugs it.
@@ -147,6 +168,52 @@ func Load(cfg Config, log *zap.Logger) (*Datapath, error) {
 		return nil, err
 	}
 	return d, nil
+}
+
+// loadResized loads the objects with a new flows map when the pinned one is of another size,
+// carries the pinned map's entries over (as many as fit) and pins the new map in its place.
+func (d *Datapath) loadResized(spec *ebpf.CollectionSpec) error {
+	old, err := ebpf.LoadPinnedMap(d.cfg.flowsPin(), nil)
+	if err != nil {
+		return fmt.Errorf("open pinned flows map: %w", err)
+	}
+	defer old.Close()
+	spec.Maps[bpfMapFlows].Pinning = ebpf.PinNone
+	if err := spec.LoadAndAssign(&d.objs, nil); err != nil {
+		return err
+	}
+	var kept, lost int
+	err = rangeFlows(old, func(k FlowKey, v *FlowValue) bool {
+		if d.objs.Flows.Put(&k, v) == nil {
+			kept++
+		} else {
+			lost++
+		}
+		return true
+	})
+	if err == nil {
+		if err = old.Unpin(); err == nil {
+			err = d.objs.Flows.Pin(d.cfg.flowsPin())
+		}
+	}
+	if err != nil {
+		d.objs.Close()
+		return fmt.Errorf("replace pinned flows map: %w", err)
+	}
+	d.log.Warn("pinned flows map resized", zap.Int("max_flows", d.cfg.MaxFlows), zap.Int("kept", kept), zap.Int("lost", lost))
+	return nil
+}
+
+// unpin removes the pinned flows map, and the pin directory if that leaves it empty.
+func unpin(cfg Config) error {
+	if cfg.PinDir == "" {
+		return nil
+	}
+	if err := os.Remove(cfg.flowsPin()); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove pinned flows map: %w", err)
+	}
+	os.Remove(cfg.PinDir) // fails, harmlessly, if something else lives there
+	return nil
 }
 
 // fill resolves the interfaces and writes the config, ifaces and intercept maps.
