@@ -87,7 +87,7 @@ func (c Config) validate() error {
 // the privileges to load them. Measured (a non-root user with only the listed capabilities):
 // Load and Attach need CAP_BPF, CAP_PERFMON (the verifier refuses the programs' pointer
 // arithmetic without it) and CAP_NET_ADMIN; PreviousFlows also needs CAP_SYS_ADMIN (opening
-// another process's program by ID). clsact itself can only be tried on a device; Attach
+// another process's program by ID), which Config.PinDir makes unnecessary. clsact itself can only be tried on a device; Attach
 // reports it.
 func Supported() error {
 	if err := rlimit.RemoveMemlock(); err != nil {

@@ -8,7 +8,9 @@
 // The Go side loads the objects ([Load]), attaches them with netlink as tagged cls_bpf filters
 // on clsact qdiscs ([Datapath.Attach]) so that they outlive the daemon, and gives the daemon the
 // flows map ([Datapath.Put], [Datapath.Range], ...) and the counters ([Datapath.Stats],
-// [Counters]). Every C layout is mirrored here and compared with the object's BTF by the tests.
+// [Counters], and [Datapath] as a counter.Set). A previous instance's flows are found through
+// its attached programs ([Datapath.PreviousFlows]) or, with [Config.PinDir], kept in a pinned
+// map that the next [Load] reuses. Every C layout is mirrored here and compared with the object's BTF by the tests.
 //
 // The TAP contract. A frame the programs send to the daemon starts with its Ethernet header,
 // whose destination MAC holds [Meta] ([ReadMeta]); at the egress hook the client's MAC has been
