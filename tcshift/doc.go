@@ -10,7 +10,8 @@
 // flows map ([Datapath.Put], [Datapath.Range], ...) and the counters ([Datapath.Stats],
 // [Counters], and [Datapath] as a counter.Set). A previous instance's flows are found through
 // its attached programs ([Datapath.PreviousFlows]) or, with [Config.PinDir], kept in a pinned
-// map that the next [Load] reuses. Every C layout is mirrored here and compared with the object's BTF by the tests.
+// map that the next [Load] reuses. Every C layout is mirrored here and compared with the
+// object's BTF by the tests.
 //
 // The TAP contract. A frame the programs send to the daemon starts with its Ethernet header,
 // whose destination MAC holds [Meta] ([ReadMeta]); at the egress hook the client's MAC has been
@@ -31,8 +32,9 @@
 //     state (SYN, FIN, RST, ICMP errors): those always go to the daemon;
 //   - touch a packet that is not intercepted (interface and prefix), not ours (another
 //     interface's flow, or the reply of one), or not IP: it passes byte for byte;
-//   - drop what is not ours: the only drops are a frame on the TAP without valid metadata, and
-//     redirects to a TAP that is gone (the daemon is down: fail-closed);
+//   - drop what is not ours: the only drops are a frame on the TAP without valid metadata, a
+//     segment whose shift could not be completed (never seen), and redirects to a TAP that is
+//     gone (the daemon is down: fail-closed);
 //   - evict: the flows map is a hash without LRU; the daemon bounds it and removes entries;
 //   - touch a tc filter or qdisc it did not install: filters are found by handle, priority and
 //     name, and a clsact qdisc is removed only by the Datapath that created it, once empty;
