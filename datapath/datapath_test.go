@@ -494,6 +494,7 @@ func newFakeDevice(offload bool) *fakeDevice {
 func (d *fakeDevice) Name() string  { return "fake0" }
 func (d *fakeDevice) Queues() int   { return 1 }
 func (d *fakeDevice) Offload() bool { return d.offload }
+func (d *fakeDevice) TAP() bool     { return false }
 func (d *fakeDevice) MTU() int      { return 1500 }
 func (d *fakeDevice) Read(q int, bufs [][]byte, sizes []int) (int, error) {
 	select {

@@ -98,6 +98,44 @@ func (w WhenFull) String() string {
 	return "pass"
 }
 
+// Datapath chooses where established flows are shifted (key datapath).
+type Datapath uint8
+
+// Datapath values.
+const (
+	// DatapathAuto uses the kernel datapath where the kernel accepts it and the TUN datapath
+	// otherwise, saying why in the log and in status.
+	DatapathAuto Datapath = iota
+	// DatapathKernel shifts established flows in tc/eBPF programs at the client-facing
+	// interfaces, in the one forwarding pass; the daemon still decides every connection. It
+	// refuses to start where the programs cannot be loaded.
+	DatapathKernel
+	// DatapathTUN steers intercepted traffic through the TUN by policy routing: every packet is
+	// shifted in user space and forwarded twice by the gateway.
+	DatapathTUN
+)
+
+var datapathNames = [...]string{"auto", "kernel", "tun"}
+
+// String returns the value as written in the file.
+func (p Datapath) String() string {
+	if int(p) < len(datapathNames) {
+		return datapathNames[p]
+	}
+	return "unknown"
+}
+
+// DefaultKernelMark is the skb mark bit the kernel datapath sets on packets the daemon hands
+// back, so that the client-facing interface's own program lets them pass; the programs clear it
+// again before netfilter sees the packet. Bit 28 is outside the ranges Cilium, Calico,
+// kube-proxy, Tailscale and wg-quick use by default.
+const DefaultKernelMark = 1 << 28
+
+// Kernel is the `kernel:` section: settings of the kernel datapath.
+type Kernel struct {
+	Mark uint32 // the re-injection mark bit(s); non-zero
+}
+
 // Intercept is one `intercept:` entry: forwarded TCP (and ICMP) arriving on Iface toward one
 // of the To prefixes is steered through the TUN.
 type Intercept struct {
@@ -138,6 +176,8 @@ type Steering struct {
 // swaps in a new one on reload rather than changing the one in force.
 type Config struct {
 	Path             string // the file it was read from
+	Datapath         Datapath
+	Kernel           Kernel
 	Tun              Tun
 	Intercept        []Intercept
 	StateFile        string // "": no snapshots
@@ -159,6 +199,7 @@ type Config struct {
 // Defaults returns the configuration an empty file gives.
 func Defaults() *Config {
 	return &Config{
+		Kernel:           Kernel{Mark: DefaultKernelMark},
 		Tun:              Tun{Name: DefaultTunName, Offload: true},
 		StateFile:        DefaultStateFile,
 		SnapshotInterval: DefaultSnapshotInterval,
@@ -264,7 +305,7 @@ func (d *decoder) document(data []byte) (root *yaml.Node, ok bool) {
 }
 
 var topKeys = []string{"tun", "intercept", "state_file", "snapshot_interval", "control_socket",
-	"metrics_listen", "isn_key_file", "log", "on_stop", "malformed", "flows", "steering", "rules"}
+	"metrics_listen", "isn_key_file", "log", "on_stop", "malformed", "flows", "steering", "datapath", "kernel", "rules"}
 
 // config fills cfg from the top-level mapping.
 func (d *decoder) config(cfg *Config, root *yaml.Node) {
@@ -272,6 +313,18 @@ func (d *decoder) config(cfg *Config, root *yaml.Node) {
 		return
 	}
 	m := d.mapping(root, "", topKeys)
+	if v, ok := m["datapath"]; ok {
+		s, _ := d.enum(v, "datapath", datapathNames[:]...)
+		cfg.Datapath = Datapath(max(slices.Index(datapathNames[:], s), 0))
+	}
+	if v, ok := m["kernel"]; ok {
+		km := d.mapping(v, "kernel", []string{"mark"})
+		if mv, ok := km["mark"]; ok {
+			if mk, ok := d.integer(mv, "kernel.mark", 1, 1<<32-1); ok {
+				cfg.Kernel.Mark = uint32(mk)
+			}
+		}
+	}
 	if v, ok := m["tun"]; ok {
 		d.tun(&cfg.Tun, v)
 	}

@@ -134,6 +134,8 @@ flows:
   when_full: drop
   timeouts: {syn_sent: 10s, syn_recv: 11s, established: 1h, fin_wait: 12s, close_wait: 13s, last_ack: 14s, time_wait: 15s, close: 0}
 steering: {table: 100, priority: 200, protocol: 250}
+datapath: tun
+kernel: {mark: 0x100}
 rules:
   - name: r1
     match: {clients: [198.18.1.0/24], servers: ["2001:2::/48"], server_ports: [502, "20000-20010", "443"]}
@@ -162,6 +164,8 @@ rules:
 			SynSent: 10 * time.Second, SynRecv: 11 * time.Second, Established: time.Hour, FinWait: 12 * time.Second,
 			CloseWait: 13 * time.Second, LastAck: 14 * time.Second, TimeWait: 15 * time.Second}},
 		Steering: Steering{Table: 100, Priority: 200, Protocol: 250},
+		Datapath: DatapathTUN,
+		Kernel:   Kernel{Mark: 0x100},
 	}
 	got := *cfg
 	rules := got.Rules

@@ -22,6 +22,8 @@ func (c *Config) RestartNeeded(running *Config) []string {
 			out = append(out, name)
 		}
 	}
+	diff("datapath", c.Datapath != running.Datapath)
+	diff("kernel.mark", c.Kernel.Mark != running.Kernel.Mark)
 	diff("tun.name", c.Tun.Name != running.Tun.Name)
 	diff("tun.mtu", c.Tun.MTU != running.Tun.MTU)
 	diff("tun.queues", c.Tun.Queues != running.Tun.Queues)

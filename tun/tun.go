@@ -52,6 +52,11 @@ type Config struct {
 	MTU     int    // 0: DefaultMTU
 	Queues  int    // 0: 1; at most MaxQueues
 	Offload bool   // IFF_VNET_HDR with checksum and TSO offload
+	// TAP makes an Ethernet (IFF_TAP) device instead of an IP one: every packet then carries
+	// its 14-byte Ethernet header after the virtio_net_hdr. The kernel datapath uses a TAP
+	// because its programs hand packets over with metadata written into that header (which
+	// interface and hook they came from) and need it back to send the packet on.
+	TAP bool
 }
 
 // Device is a TUN interface opened with one file descriptor per queue.
@@ -59,6 +64,9 @@ type Device interface {
 	Name() string
 	Queues() int
 	Offload() bool
+	// TAP reports an Ethernet device: packets start (after the virtio_net_hdr) with an
+	// Ethernet header rather than an IP header.
+	TAP() bool
 	MTU() int
 	// Read fills up to len(bufs) packets from queue q into bufs, their lengths into sizes, and
 	// returns how many: it blocks until at least one is ready, then takes what else is ready
@@ -104,8 +112,11 @@ func Open(cfg Config, log *zap.Logger) (Device, error) {
 		}
 	}
 
-	d := &device{name: cfg.Name, mtu: mtu, offload: cfg.Offload}
+	d := &device{name: cfg.Name, mtu: mtu, offload: cfg.Offload, tap: cfg.TAP}
 	flags := uint16(unix.IFF_TUN | unix.IFF_NO_PI | unix.IFF_MULTI_QUEUE)
+	if cfg.TAP {
+		flags = unix.IFF_TAP | unix.IFF_NO_PI | unix.IFF_MULTI_QUEUE
+	}
 	if cfg.Offload {
 		flags |= unix.IFF_VNET_HDR
 	}
@@ -132,7 +143,7 @@ func Open(cfg Config, log *zap.Logger) (Device, error) {
 // and the offload features belong to the device, not the queue.
 func openQueue(name string, flags uint16, offload bool) (*queue, string, error) {
 	if flags&unix.IFF_VNET_HDR == 0 {
-		return openPlainQueue(name)
+		return openPlainQueue(name, flags&unix.IFF_TAP != 0)
 	}
 	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
 	if err != nil {
@@ -174,9 +185,13 @@ func openQueue(name string, flags uint16, offload bool) (*queue, string, error) 
 }
 
 // openPlainQueue attaches one queue of a device without the virtio-net header, opened by water.
-func openPlainQueue(name string) (*queue, string, error) {
+func openPlainQueue(name string, tap bool) (*queue, string, error) {
+	var kind water.DeviceType = water.TUN
+	if tap {
+		kind = water.TAP
+	}
 	ifce, err := water.New(water.Config{
-		DeviceType:             water.TUN,
+		DeviceType:             kind,
 		PlatformSpecificParams: water.PlatformSpecificParams{Name: name, MultiQueue: true},
 	})
 	if err != nil {
@@ -236,6 +251,7 @@ type device struct {
 	name      string
 	mtu       int
 	offload   bool
+	tap       bool
 	queues    []*queue
 	closed    atomic.Bool
 	closeOnce sync.Once
@@ -265,6 +281,7 @@ type queue struct {
 func (d *device) Name() string  { return d.name }
 func (d *device) Queues() int   { return len(d.queues) }
 func (d *device) Offload() bool { return d.offload }
+func (d *device) TAP() bool     { return d.tap }
 func (d *device) MTU() int      { return d.mtu }
 
 func (d *device) queue(q int) (*queue, error) {
