@@ -33,6 +33,9 @@ type Segment struct {
 	SACK    [][2]uint32 // SACK (and D-SACK) blocks, [left, right) edges as sent
 	MD5     bool        // option 19, TCP-MD5 signature (RFC 2385)
 	AO      bool        // option 29, TCP-AO (RFC 5925)
+	// TTL is the IPv4 time to live or the IPv6 hop limit the segment carried on this wire:
+	// how many routers forwarded it is what tests compare.
+	TTL uint8
 }
 
 // TCP flags.
@@ -304,6 +307,7 @@ func decodeFrame(frame []byte, wire int) (seg Segment, icmp ICMPError, kind int)
 	var proto uint8
 	var l4 []byte
 	var l4Wire int // L4 length as the IP header states it (or as the wire shows when it says 0)
+	var ttl uint8
 	switch eth {
 	case 0x0800:
 		if len(pkt) < 20 || pkt[0]>>4 != 4 {
@@ -320,7 +324,7 @@ func decodeFrame(frame []byte, wire int) (seg Segment, icmp ICMPError, kind int)
 		if total == 0 { // a GSO super-packet beyond 64 KiB
 			total = wire
 		}
-		proto = pkt[9]
+		proto, ttl = pkt[9], pkt[8]
 		src = netip.AddrFrom4([4]byte(pkt[12:16]))
 		dst = netip.AddrFrom4([4]byte(pkt[16:20]))
 		l4, l4Wire = pkt[ihl:], total-ihl
@@ -332,7 +336,7 @@ func decodeFrame(frame []byte, wire int) (seg Segment, icmp ICMPError, kind int)
 		if plen == 0 {
 			plen = wire - 40
 		}
-		proto = pkt[6]
+		proto, ttl = pkt[6], pkt[7]
 		src = netip.AddrFrom16([16]byte(pkt[8:24]))
 		dst = netip.AddrFrom16([16]byte(pkt[24:40]))
 		l4, l4Wire = pkt[40:], plen
@@ -343,6 +347,7 @@ func decodeFrame(frame []byte, wire int) (seg Segment, icmp ICMPError, kind int)
 	case 6:
 		var ok bool
 		if seg, ok = decodeTCP(l4, l4Wire, src, dst); ok {
+			seg.TTL = ttl
 			kind = 1
 		}
 	case 1, 58:
