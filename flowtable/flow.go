@@ -56,7 +56,8 @@ const (
 	stClaimed  = 1 << 5 // ResolveServerISN won the race
 	stResolved = 1 << 6 // offset(s2c) stored
 	stDead     = 1 << 7 // removed from the table
-	stKeep     = stClaimed | stResolved | stDead
+	// bits 8-9: the KernelMode the datapath last published for the flow (kernel.go)
+	stKeep = stClaimed | stResolved | stDead | stKernelMask
 )
 
 // Bits of Flow.bits, fixed at creation.
