@@ -37,8 +37,10 @@ systemd-verify: build
 		./tools/verify-unit deploy/systemd/seqshiftd.service; \
 	fi
 
+# The real-kernel suite runs once per datapath: the kernel (tc/eBPF) one, then the TUN one.
 netns: build
-	$(GO) test -count=1 -timeout 12m ./test/netns/ -seqshiftd=$(CURDIR)/$(BIN)
+	$(GO) test -count=1 -timeout 12m ./test/netns/ -seqshiftd=$(CURDIR)/$(BIN) -datapath=kernel
+	$(GO) test -count=1 -timeout 12m ./test/netns/ -seqshiftd=$(CURDIR)/$(BIN) -datapath=tun
 
 bench:
 	$(GO) test -p 1 -run '^$$' -bench . -benchmem ./rewrite/ ./flowtable/ ./datapath/ ./policy/ ./tcshift/

@@ -265,3 +265,32 @@ func (e *Engine) Sync() (SyncStats, error) {
 	}
 	return st, err
 }
+
+// PublishAll writes the map entry of every flow in the table, as at start from a restored
+// snapshot; ifindexOf names each flow's client-facing interface (false: the flow is not
+// published, and its packets reach the daemon, which then publishes it). It returns how many
+// entries it wrote.
+func (e *Engine) PublishAll(ifindexOf func(*flowtable.Flow) (int, bool)) (int, error) {
+	if e.kernel == nil {
+		return 0, nil
+	}
+	n := 0
+	var firstErr error
+	e.table.Range(func(f *flowtable.Flow) bool {
+		ifindex, ok := ifindexOf(f)
+		if !ok {
+			return true
+		}
+		have, want := f.KernelMode(), kernelModeFor(f)
+		if err := e.kernel.Put(kernelKey(f), kernelValue(f, want, ifindex)); err != nil {
+			if firstErr == nil {
+				firstErr = err
+			}
+			return true
+		}
+		f.SetKernelMode(have, want)
+		n++
+		return true
+	})
+	return n, firstErr
+}
