@@ -39,35 +39,42 @@ type Handler interface {
 
 // Status is the daemon's state as `seqshiftd status` shows it.
 type Status struct {
-	Version         string            `json:"version"`
-	UptimeSeconds   float64           `json:"uptime_seconds"`
-	Generation      uint64            `json:"generation"`
-	LastReloadError string            `json:"last_reload_error"`
-	LastReloadTime  time.Time         `json:"last_reload_time,omitzero"`
-	Steering        bool              `json:"steering"`
-	SteeringDetail  string            `json:"steering_detail,omitempty"`
-	FlowsActive     int               `json:"flows_active"`
-	FlowsByState    map[string]int    `json:"flows_by_state,omitempty"`
-	Counters        map[string]uint64 `json:"counters"`
+	Version         string    `json:"version"`
+	UptimeSeconds   float64   `json:"uptime_seconds"`
+	Generation      uint64    `json:"generation"`
+	LastReloadError string    `json:"last_reload_error"`
+	LastReloadTime  time.Time `json:"last_reload_time,omitzero"`
+	Steering        bool      `json:"steering"`
+	SteeringDetail  string    `json:"steering_detail,omitempty"`
+	// Datapath is where established flows are shifted: "kernel" or "tun"; DatapathDetail says
+	// why the TUN runs when the file asked for auto and the kernel datapath was not available.
+	Datapath       string            `json:"datapath"`
+	DatapathDetail string            `json:"datapath_detail,omitempty"`
+	FlowsActive    int               `json:"flows_active"`
+	FlowsByState   map[string]int    `json:"flows_by_state,omitempty"`
+	Counters       map[string]uint64 `json:"counters"`
 }
 
 // FlowInfo is one tracked connection as `seqshiftd flows` shows it. Offsets are the values added
 // modulo 2^32 to the sequence numbers of each direction.
 type FlowInfo struct {
-	Client      netip.AddrPort `json:"client"`
-	Server      netip.AddrPort `json:"server"`
-	State       string         `json:"state"`
-	Rule        string         `json:"rule"`
-	Generation  uint64         `json:"generation"`
-	OffsetC2S   uint32         `json:"offset_c2s"`
-	OffsetS2C   uint32         `json:"offset_s2c"`
-	Exempt      string         `json:"exempt"`
-	PacketsC2S  uint64         `json:"packets_c2s"`
-	BytesC2S    uint64         `json:"bytes_c2s"`
-	PacketsS2C  uint64         `json:"packets_s2c"`
-	BytesS2C    uint64         `json:"bytes_s2c"`
-	AgeSeconds  float64        `json:"age_seconds"`
-	IdleSeconds float64        `json:"idle_seconds"`
+	Client     netip.AddrPort `json:"client"`
+	Server     netip.AddrPort `json:"server"`
+	State      string         `json:"state"`
+	Rule       string         `json:"rule"`
+	Generation uint64         `json:"generation"`
+	OffsetC2S  uint32         `json:"offset_c2s"`
+	OffsetS2C  uint32         `json:"offset_s2c"`
+	Exempt     string         `json:"exempt"`
+	// Where the flow's established segments are shifted now: "kernel" (the tc programs),
+	// "daemon" (its handshake or close: every segment crosses the daemon) or "" (TUN datapath).
+	ShiftedIn   string  `json:"shifted_in,omitempty"`
+	PacketsC2S  uint64  `json:"packets_c2s"`
+	BytesC2S    uint64  `json:"bytes_c2s"`
+	PacketsS2C  uint64  `json:"packets_s2c"`
+	BytesS2C    uint64  `json:"bytes_s2c"`
+	AgeSeconds  float64 `json:"age_seconds"`
+	IdleSeconds float64 `json:"idle_seconds"`
 }
 
 // Wire commands.

@@ -27,6 +27,13 @@ func WriteStatus(w io.Writer, s Status) error {
 	default:
 		fmt.Fprintf(bw, "steering:     NOT INSTALLED\n")
 	}
+	if s.Datapath != "" {
+		fmt.Fprintf(bw, "datapath:     %s", s.Datapath)
+		if s.DatapathDetail != "" {
+			fmt.Fprintf(bw, " (%s)", s.DatapathDetail)
+		}
+		fmt.Fprintln(bw)
+	}
 	if s.LastReloadTime.IsZero() {
 		fmt.Fprintf(bw, "policy:       generation %d, not reloaded since start\n", s.Generation)
 	} else {
@@ -83,7 +90,8 @@ func formatStates(byState map[string]int) string {
 //
 // Offsets are shown as signed 32-bit deltas, which is how far each side's numbers move
 // (4294967173 is shown as -123); `flows --json` has the unsigned values. Exempt flows add
-// exempt=REASON after the rule. Keys are unique and match the JSON names, for awk and grep.
+// exempt=REASON after the rule; with the kernel datapath, shifted_in=kernel|daemon says who shifts
+// the flow's segments now. Keys are unique and match the JSON names, for awk and grep.
 func WriteFlowsTable(w io.Writer, flows func(yield func(FlowInfo) error) error) error {
 	bw := bufio.NewWriterSize(w, 64<<10)
 	var line []byte
@@ -117,6 +125,10 @@ func appendFlowLine(b []byte, f *FlowInfo) []byte {
 	if f.Exempt != "" {
 		b = append(b, " exempt="...)
 		b = append(b, f.Exempt...)
+	}
+	if f.ShiftedIn != "" {
+		b = append(b, " shifted_in="...)
+		b = append(b, f.ShiftedIn...)
 	}
 	b = append(b, " gen="...)
 	b = strconv.AppendUint(b, f.Generation, 10)
