@@ -82,6 +82,12 @@ var (
 		Help:   "Tracked connections replaced by a new connection on the same tuple whose SYN-ACK showed the server had accepted it.",
 		Status: "flows_restarted",
 	}
+	// Indexed by KernelOp.
+	counterKernel = &counter.Desc{
+		Name:   "kernel_map_operations_total",
+		Help:   "What the daemon did to the kernel datapath's flow map and its TAP frames, by op (published: an entry written as a flow changed mode; put_failed: a write that failed, so the flow's packets keep crossing the daemon; no_meta: a TAP frame without the programs' metadata, dropped).",
+		Labels: []string{"op"}, Values: counter.Each(kernelOpNames[:]...), Status: "kernel_%s",
+	}
 	// Indexed by op below.
 	counterErrors = &counter.Desc{
 		Name:   "datapath_errors_total",
@@ -91,8 +97,21 @@ var (
 
 	table = counter.NewTable(counterRewrittenPackets, counterRewrittenBytes, counterICMPTranslated,
 		counterPassed, counterMalformed, counterExempt, counterRefused, counterAdopted,
-		counterRestarted, counterErrors)
+		counterRestarted, counterKernel, counterErrors)
 )
+
+// KernelOp indexes counterKernel.
+type KernelOp uint8
+
+// What the engine counts about the kernel datapath.
+const (
+	KernelPublished KernelOp = iota // an entry written (a flow changed mode, or was found missing)
+	KernelPutFailed                 // a write that failed
+	KernelNoMeta                    // a TAP frame without valid metadata, dropped
+	numKernelOps
+)
+
+var kernelOpNames = [numKernelOps]string{"published", "put_failed", "no_meta"}
 
 // Indexes of counterErrors.
 const (
@@ -137,6 +156,7 @@ func (c *Counters) exempt(e flowtable.Exempt) {
 	}
 }
 func (c *Counters) inc(d *counter.Desc) { c.b.Inc(d, 0) }
+func (c *Counters) kernel(op KernelOp)  { c.b.Inc(counterKernel, int(op)) }
 func (c *Counters) failed(op int)       { c.b.Inc(counterErrors, op) }
 
 // Descs implements counter.Set: the datapath's counter families.

@@ -22,6 +22,7 @@ import (
 	"github.com/seqshiftd/seqshiftd/policy"
 	"github.com/seqshiftd/seqshiftd/rewrite"
 	"github.com/seqshiftd/seqshiftd/seqnum"
+	"github.com/seqshiftd/seqshiftd/tcshift"
 	"github.com/seqshiftd/seqshiftd/tun"
 )
 
@@ -35,7 +36,8 @@ type Policy struct {
 	Generation uint64
 }
 
-// Engine runs the datapath over one TUN device with one goroutine per queue.
+// Engine runs the datapath over one TUN device with one goroutine per queue. With the kernel
+// datapath the device is the TAP the tc programs hand packets to (kernel.go).
 type Engine struct {
 	dev    tun.Device
 	table  *flowtable.Table
@@ -43,7 +45,13 @@ type Engine struct {
 	policy atomic.Pointer[Policy]
 	queues []*Counters
 	warn   *rateLimiter
+	kernel Kernel     // nil with the TUN datapath; set by UseKernel before Run, then read-only
+	sync   kernelSync // the kernel's counts already folded into each flow
 }
+
+// UseKernel makes the engine keep k's flow map in line with the table (the kernel datapath).
+// Call it before Run.
+func (e *Engine) UseKernel(k Kernel) { e.kernel = k }
 
 // New returns an engine for dev and table under the given policy.
 func New(dev tun.Device, table *flowtable.Table, p *Policy, log *zap.Logger) *Engine {
@@ -91,7 +99,7 @@ func (e *Engine) serve(ctx context.Context, q int) error {
 	}
 	sizes := make([]int, batchSize)
 	out := make([][]byte, 0, batchSize)
-	offload := e.dev.Offload()
+	offload, tap := e.dev.Offload(), e.dev.TAP()
 	for ctx.Err() == nil {
 		n, err := e.dev.Read(q, bufs, sizes)
 		if err != nil {
@@ -116,7 +124,18 @@ func (e *Engine) serve(ctx context.Context, q int) error {
 				}
 				pkt, partial = buf[tun.HeaderLen:], tun.PartialChecksum(buf)
 			}
-			if e.handle(c, pol, pkt, partial) {
+			// From the TAP, the programs say in the Ethernet header where the packet was
+			// caught; the header goes back unchanged and tells them where to send it on.
+			var meta tcshift.Meta
+			if tap {
+				var ok bool
+				if meta, ok = tcshift.ReadMeta(pkt); !ok {
+					c.kernel(KernelNoMeta)
+					continue
+				}
+				pkt = pkt[tcshift.EthHeaderLen:]
+			}
+			if e.handle(c, pol, pkt, partial, meta) {
 				out = append(out, buf)
 			}
 		}
@@ -136,13 +155,14 @@ func (e *Engine) serve(ctx context.Context, q int) error {
 	return nil
 }
 
-// handle rewrites one packet in place and reports whether it is to be written back.
-func (e *Engine) handle(c *Counters, pol *Policy, pkt []byte, partial bool) bool {
+// handle rewrites one packet in place and reports whether it is to be written back. meta is
+// where the kernel datapath caught it (zero with the TUN datapath).
+func (e *Engine) handle(c *Counters, pol *Policy, pkt []byte, partial bool, meta tcshift.Meta) bool {
 	var p rewrite.Packet
 	rewrite.Classify(pkt, &p)
 	switch p.Kind {
 	case rewrite.KindTCP:
-		return e.handleTCP(c, pol, pkt, &p, partial)
+		return e.handleTCP(c, pol, pkt, &p, partial, meta)
 	case rewrite.KindICMPQuotingTCP:
 		return e.handleICMP(c, pkt, &p)
 	case rewrite.KindMalformed:
@@ -154,7 +174,7 @@ func (e *Engine) handle(c *Counters, pol *Policy, pkt []byte, partial bool) bool
 	}
 }
 
-func (e *Engine) handleTCP(c *Counters, pol *Policy, pkt []byte, p *rewrite.Packet, partial bool) bool {
+func (e *Engine) handleTCP(c *Counters, pol *Policy, pkt []byte, p *rewrite.Packet, partial bool, meta tcshift.Meta) bool {
 	src := netip.AddrPortFrom(p.Src, p.SrcPort)
 	dst := netip.AddrPortFrom(p.Dst, p.DstPort)
 	f, dir, ok := e.table.Lookup(src, dst)
@@ -162,13 +182,13 @@ func (e *Engine) handleTCP(c *Counters, pol *Policy, pkt []byte, p *rewrite.Pack
 	case p.Flags&(rewrite.FlagSYN|rewrite.FlagACK) == rewrite.FlagSYN:
 		if !ok || !sameConnection(f, dir, p.Seq) {
 			var admitted bool
-			if f, admitted = e.admit(c, pol, src, dst, p); !admitted {
+			if f, admitted = e.admit(c, pol, src, dst, p, meta.Hook == tcshift.HookEgress); !admitted {
 				return pol.Config.Flows.WhenFull != policy.WhenFullDrop
 			}
 			dir = flowtable.ClientToServer
 		}
 	case !ok:
-		if f, dir, ok = e.adopt(c, pol, p, src, dst); !ok {
+		if f, dir, ok = e.adopt(c, pol, p, src, dst, meta.Hook); !ok {
 			c.passed(PassNoFlow)
 			return true
 		}
@@ -179,6 +199,11 @@ func (e *Engine) handleTCP(c *Counters, pol *Policy, pkt []byte, p *rewrite.Pack
 		f.ResolveServerISN(p.Seq)
 	}
 	f.Observe(dir, p.Flags, p.PayloadLen)
+	if e.kernel != nil {
+		// The kernel's map may be out of date (or have lost the flow, if the programs said
+		// no_flow): bring it in line before this packet goes back and its replies come.
+		e.publish(c, f, meta.Ifindex, meta.Reason == tcshift.ReasonNoFlow && f.KernelMode() != flowtable.KernelNone)
+	}
 	if f.Exempt() != flowtable.ExemptNone {
 		c.passed(PassExempt)
 		return true
@@ -264,10 +289,18 @@ func (e *Engine) restart(c *Counters, pol *Policy, f *flowtable.Flow, ack uint32
 // admit decides a new connection's offsets from the policy at its SYN and creates its flow.
 // Unmatched and exempt connections are tracked too, with zero offsets, so that a later reload
 // never starts shifting a connection that began unshifted.
-func (e *Engine) admit(c *Counters, pol *Policy, client, server netip.AddrPort, p *rewrite.Packet) (*flowtable.Flow, bool) {
+//
+// farSide says the kernel datapath caught the SYN leaving a client-facing interface: it was sent
+// from beyond the gateway toward the side this policy calls the clients'. Such a connection is
+// tracked, unshifted, with the roles its SYN gives it: the programs serve the interface's
+// clients, and a connection seen the other way round must never be picked up mid-stream and
+// shifted as if it were one of theirs.
+func (e *Engine) admit(c *Counters, pol *Policy, client, server netip.AddrPort, p *rewrite.Packet, farSide bool) (*flowtable.Flow, bool) {
 	in := flowtable.Init{ClientISN: p.Seq, Generation: pol.Generation}
 	rule := pol.Config.Match(client.Addr(), server.Addr(), server.Port())
 	switch {
+	case farSide:
+		in.Exempt = flowtable.ExemptServerOpened
 	case p.Auth != rewrite.AuthNone:
 		// RFC 2385 and RFC 5925 signatures cover the sequence numbers: shifting them would make
 		// every segment fail verification, so such flows pass untouched whatever the rule says.
@@ -311,9 +344,30 @@ func (e *Engine) admit(c *Counters, pol *Policy, client, server netip.AddrPort, 
 
 // adopt picks up, mid-stream, a connection whose SYN was never seen (a restart without a
 // snapshot, a second gateway taking over). Only rules whose both sides are stateless can do so:
-// their offsets do not depend on an ISN this gateway never saw.
-func (e *Engine) adopt(c *Counters, pol *Policy, p *rewrite.Packet, src, dst netip.AddrPort) (*flowtable.Flow, flowtable.Dir, bool) {
-	client, server, rule := pickUpRoles(pol.Config, src, dst)
+// their offsets do not depend on an ISN this gateway never saw. A segment carrying SYN is never
+// picked up: a SYN-ACK of no tracked flow answers a SYN that went through unshifted (the table
+// was full, or the connection was opened from the far side), and shifting its connection from
+// here on would break it.
+//
+// hook is where the kernel datapath caught the segment: its programs serve the clients of the
+// interface, so a segment arriving on it comes from the client and one leaving it goes to the
+// client. The TUN datapath has no such knowledge and guesses (pickUpRoles).
+func (e *Engine) adopt(c *Counters, pol *Policy, p *rewrite.Packet, src, dst netip.AddrPort, hook tcshift.Hook) (*flowtable.Flow, flowtable.Dir, bool) {
+	if p.Flags&rewrite.FlagSYN != 0 {
+		return nil, 0, false
+	}
+	var client, server netip.AddrPort
+	var rule *policy.Rule
+	switch hook {
+	case tcshift.HookIngress:
+		client, server = src, dst
+		rule = pol.Config.Match(client.Addr(), server.Addr(), server.Port())
+	case tcshift.HookEgress:
+		client, server = dst, src
+		rule = pol.Config.Match(client.Addr(), server.Addr(), server.Port())
+	default:
+		client, server, rule = pickUpRoles(pol.Config, src, dst)
+	}
 	if rule == nil || !rule.Client.Stateless() || !rule.Server.Stateless() || (rule.Client.Keep() && rule.Server.Keep()) {
 		return nil, 0, false
 	}

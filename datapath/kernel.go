@@ -8,6 +8,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/seqshiftd/seqshiftd/flowtable"
+	"github.com/seqshiftd/seqshiftd/seqnum"
 	"github.com/seqshiftd/seqshiftd/tcshift"
 )
 
@@ -101,12 +102,12 @@ func RecoverFlow(t *flowtable.Table, k tcshift.FlowKey, v tcshift.FlowValue) err
 	switch {
 	case v.Flags&KernelFlagResolved != 0:
 		_, err = t.Adopt(client, server, flowtable.Init{
-			ClientOffset: seqnumDelta(v.SeqDelta[flowtable.ClientToServer]),
+			ClientOffset: seqnum.Delta(v.SeqDelta[flowtable.ClientToServer]),
 			Server:       flowtable.ServerPlan{Value: v.SeqDelta[flowtable.ServerToClient]},
 		})
 	case v.Flags&KernelFlagPlanAbsolute != 0:
 		_, err = t.Admit(client, server, flowtable.Init{
-			ClientOffset: seqnumDelta(v.SeqDelta[flowtable.ClientToServer]),
+			ClientOffset: seqnum.Delta(v.SeqDelta[flowtable.ClientToServer]),
 			ClientISN:    v.AckDelta[1],
 			Server:       flowtable.ServerPlan{Absolute: true, Value: v.AckDelta[0]},
 		})
@@ -127,14 +128,14 @@ func (e *Engine) publish(c *Counters, f *flowtable.Flow, ifindex int, force bool
 	}
 	if err := e.kernel.Put(kernelKey(f), kernelValue(f, want, ifindex)); err != nil {
 		f.SetKernelMode(want, have) // so that the next packet tries again
-		c.Kernel[KernelPutFailed].Add(1)
+		c.kernel(KernelPutFailed)
 		if e.warn.allow("kernel-put") {
 			e.log.Warn("cannot write the kernel datapath's flow map; the flow's packets keep going through the daemon",
 				zap.Stringer("flow", f), zap.Error(err))
 		}
 		return
 	}
-	c.Kernel[KernelPublished].Add(1)
+	c.kernel(KernelPublished)
 }
 
 // Forget is the flow table's removal hook for the kernel datapath: the flow's last counts are

@@ -78,10 +78,14 @@ const (
 	ExemptNoRule               // no rule matched at the SYN: tracked with zero offsets, so a reload never starts shifting it
 	ExemptTCPMD5               // RFC 2385 signature covers the sequence numbers
 	ExemptTCPAO                // RFC 5925 signature covers the sequence numbers
+	// ExemptServerOpened: with the kernel datapath, a connection whose SYN came from beyond
+	// the client-facing interface (its "server" opened it): tracked unshifted so that it is
+	// never picked up mid-stream in the wrong orientation.
+	ExemptServerOpened
 	NumExempt                  // number of reasons, for arrays indexed by Exempt
 )
 
-var exemptNames = [NumExempt]string{"none", "no_rule", "tcp_md5", "tcp_ao"}
+var exemptNames = [NumExempt]string{"none", "no_rule", "tcp_md5", "tcp_ao", "server_opened"}
 
 // String returns the reason's metrics label, e.g. "tcp_md5".
 func (e Exempt) String() string {

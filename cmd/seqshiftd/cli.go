@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/seqshiftd/seqshiftd/control"
 	"github.com/seqshiftd/seqshiftd/policy"
 	"github.com/seqshiftd/seqshiftd/steering"
+	"github.com/seqshiftd/seqshiftd/tcshift"
 )
 
 // controlTimeout bounds every control-socket exchange, so a wedged daemon cannot hang a
@@ -111,7 +113,7 @@ func cmdTeardown(args []string, stdout, stderr io.Writer) int {
 	}
 	// Teardown needs only what identifies the installed steering; a broken rule elsewhere in
 	// the file must not keep anyone from removing it.
-	cfg, err := policy.LoadKeys(*path, "tun", "intercept", "steering", "control_socket")
+	cfg, err := policy.LoadKeys(*path, "tun", "intercept", "steering", "control_socket", "kernel", "flows")
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
@@ -121,7 +123,9 @@ func cmdTeardown(args []string, stdout, stderr io.Writer) int {
 		c.Close()
 		fmt.Fprintln(stderr, "seqshiftd: warning: the daemon is still running; it will keep forwarding through the TUN but intercepted traffic now bypasses it")
 	}
-	if err := steering.Remove(steeringConfig(cfg), log.Named("steering")); err != nil {
+	// Both datapaths' objects: whichever ran last, or both after a change of datapath.
+	if err := errors.Join(steering.Remove(steeringConfig(cfg), log.Named("steering")),
+		tcshift.Detach(kernelConfig(cfg, cfg.Tun.Name))); err != nil {
 		fmt.Fprintln(stderr, "seqshiftd: teardown:", err)
 		return 1
 	}

@@ -28,6 +28,7 @@ import (
 	"github.com/seqshiftd/seqshiftd/metrics"
 	"github.com/seqshiftd/seqshiftd/policy"
 	"github.com/seqshiftd/seqshiftd/steering"
+	"github.com/seqshiftd/seqshiftd/tcshift"
 	"github.com/seqshiftd/seqshiftd/tun"
 )
 
@@ -70,8 +71,16 @@ type daemon struct {
 	dev      tun.Device
 	engine   *datapath.Engine
 	steering steering.Config
-	metrics  *metrics.Metrics
-	traffic  *ruleTraffic
+
+	// The datapath chosen at start (open) and, under auto, why it is not the kernel one.
+	// kernel and kernelCfg are set only with the kernel datapath. All are written before serve
+	// starts any goroutine and read-only afterwards.
+	datapath    policy.Datapath
+	datapathWhy string
+	kernel      *tcshift.Datapath
+	kernelCfg   tcshift.Config
+	metrics     *metrics.Metrics
+	traffic     *ruleTraffic
 
 	reloadMu      sync.Mutex
 	lastReloadErr string
@@ -115,14 +124,49 @@ func (d *daemon) restore() error {
 		return err
 	}
 	d.traffic = newRuleTraffic()
-	d.table = flowtable.New(flowtable.Config{MaxFlows: cfg.Flows.Max, Timeouts: cfg.Flows.Timeouts, OnRemove: d.traffic.retire})
+	d.table = flowtable.New(flowtable.Config{MaxFlows: cfg.Flows.Max, Timeouts: cfg.Flows.Timeouts, OnRemove: d.removed})
 	d.restoreState()
 	return nil
 }
 
-// open creates the datapath: the TUN device and the engine that will serve its queues. Nothing
-// is steered to it yet.
+// removed is the flow table's removal hook: the kernel's last counts and its map entry (kernel
+// datapath), then the per-rule traffic totals.
+func (d *daemon) removed(f *flowtable.Flow) {
+	if d.engine != nil {
+		d.engine.Forget(f)
+	}
+	d.traffic.retire(f)
+}
+
+// open creates the datapath: the device (a TAP for the kernel datapath, a TUN for the other),
+// the engine that will serve its queues and, for the kernel datapath, the programs and their
+// flow map, rebuilt from the table. Nothing is steered to it yet.
 func (d *daemon) open() error {
+	cfg := d.boot
+	var err error
+	if d.datapath, d.datapathWhy, err = chooseDatapath(cfg); err != nil {
+		return err
+	}
+	if d.datapathWhy != "" && cfg.Datapath == policy.DatapathAuto {
+		d.log.Warn("running the TUN datapath", zap.String("why", d.datapathWhy))
+	}
+	if err := d.openDevice(); err != nil {
+		return err
+	}
+	if d.datapath != policy.DatapathKernel {
+		return nil
+	}
+	if err := d.openKernel(cfg); err != nil {
+		if cfg.Datapath == policy.DatapathKernel {
+			return err
+		}
+		return d.fallBackToTUN(err)
+	}
+	return nil
+}
+
+// openDevice opens the TAP (kernel datapath) or TUN and the engine over it.
+func (d *daemon) openDevice() error {
 	cfg := d.boot
 	mtu, err := tunMTU(cfg)
 	if err != nil {
@@ -132,23 +176,66 @@ func (d *daemon) open() error {
 	if queues == 0 {
 		queues = runtime.NumCPU()
 	}
-	d.dev, err = tun.Open(tun.Config{Name: cfg.Tun.Name, MTU: mtu, Queues: queues, Offload: cfg.Tun.Offload}, d.log.Named("tun"))
+	tap := d.datapath == policy.DatapathKernel
+	d.dev, err = tun.Open(tun.Config{Name: cfg.Tun.Name, MTU: mtu, Queues: queues, Offload: cfg.Tun.Offload, TAP: tap}, d.log.Named("tun"))
 	if err != nil {
-		return fmt.Errorf("open TUN %s: %w", cfg.Tun.Name, err)
+		return fmt.Errorf("open %s %s: %w", map[bool]string{true: "TAP", false: "TUN"}[tap], cfg.Tun.Name, err)
 	}
 	d.engine = datapath.New(d.dev, d.table, &datapath.Policy{Config: cfg, Generation: 1}, d.log)
 	return nil
 }
 
-// steer installs the policy routing that sends intercepted traffic to the datapath, replacing
-// a previous run's leftovers.
+// fallBackToTUN gives up the kernel datapath under auto: whatever of it was set up goes, and
+// the TUN datapath is opened instead.
+func (d *daemon) fallBackToTUN(why error) error {
+	d.log.Warn("the kernel datapath failed to start; running the TUN datapath (datapath: auto)", zap.Error(why))
+	if d.kernel != nil {
+		_ = d.kernel.Detach()
+		_ = d.kernel.Close()
+		d.kernel = nil
+	}
+	_ = d.dev.Close()
+	d.datapath, d.datapathWhy = policy.DatapathTUN, "the kernel datapath failed to start: "+why.Error()
+	// Flows published into the map that is now gone must be published again if ever needed.
+	d.table.Range(func(f *flowtable.Flow) bool {
+		f.SetKernelMode(f.KernelMode(), flowtable.KernelNone)
+		return true
+	})
+	return d.openDevice()
+}
+
+// steer sends intercepted traffic to the datapath, replacing a previous run's leftovers: the
+// kernel datapath attaches its programs to the intercept interfaces (and removes the TUN
+// datapath's policy routing, were it left by an earlier run), the TUN datapath installs its
+// policy routing (and removes the kernel datapath's programs, likewise).
 func (d *daemon) steer() error {
 	d.steering = steeringConfig(d.boot)
-	report, err := steering.Install(d.steering, d.log.Named("steering"))
+	slog := d.log.Named("steering")
+	if d.datapath == policy.DatapathKernel {
+		if err := steering.Remove(d.steering, slog); err != nil {
+			slog.Warn("cannot remove the TUN datapath's policy routing of an earlier run", zap.Error(err))
+		}
+		err := d.kernel.Attach()
+		if err == nil {
+			d.log.Info("kernel datapath attached", zap.String("tap", d.kernelCfg.TapName),
+				zap.Int("interfaces", len(d.kernelCfg.Ifaces)), zap.Uint32("mark", d.kernelCfg.Mark))
+			return nil
+		}
+		if d.boot.Datapath == policy.DatapathKernel {
+			return fmt.Errorf("attach the kernel datapath: %w", err)
+		}
+		if err := d.fallBackToTUN(fmt.Errorf("attach: %w", err)); err != nil {
+			return err
+		}
+	}
+	if err := tcshift.Detach(kernelConfig(d.boot, d.boot.Tun.Name)); err != nil {
+		slog.Warn("cannot remove the kernel datapath's programs of an earlier run", zap.Error(err))
+	}
+	report, err := steering.Install(d.steering, slog)
 	if err != nil {
 		return fmt.Errorf("install steering: %w", err)
 	}
-	report.Log(d.log.Named("steering"))
+	report.Log(slog)
 	return nil
 }
 
@@ -199,6 +286,13 @@ func (d *daemon) serve(sigs <-chan os.Signal) (*serving, error) {
 		defer s.wg.Done()
 		engineDone <- d.engine.Run(ctx)
 	}()
+	if d.kernel != nil {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			d.syncKernel(ctx.Done())
+		}()
+	}
 
 	notify(log, sddaemon.SdNotifyReady)
 	log.Info("running", zap.Stringer("datapath", d.engine), zap.Int("mtu", d.dev.MTU()),
@@ -241,7 +335,18 @@ func (d *daemon) stop(s *serving) error {
 	s.wg.Wait()
 	d.snapshot()
 	err := s.err
-	if d.engine.Policy().Config.OnStop == policy.OnStopRestore {
+	onStop := d.engine.Policy().Config.OnStop
+	if d.kernel != nil {
+		if kerr := d.closeKernel(onStop); kerr != nil {
+			log.Error("stop the kernel datapath", zap.Error(kerr))
+			err = errors.Join(err, kerr)
+		} else if onStop == policy.OnStopRestore {
+			log.Info("kernel datapath removed (on_stop: restore); traffic is forwarded untouched")
+		} else {
+			log.Info("kernel datapath left attached (on_stop: fail-closed): established flows keep being shifted, " +
+				"everything the daemon decides is dropped until seqshiftd runs again")
+		}
+	} else if onStop == policy.OnStopRestore {
 		if rerr := steering.Remove(d.steering, log.Named("steering")); rerr != nil {
 			log.Error("remove steering", zap.Error(rerr))
 			err = errors.Join(err, rerr)
@@ -285,6 +390,10 @@ func (d *daemon) snapshot() {
 	path := d.boot.StateFile
 	if path == "" {
 		return
+	}
+	// What only the kernel forwarded (counters, last-seen times) goes into the snapshot too.
+	if _, err := d.engine.Sync(); err != nil {
+		d.log.Warn("reading the kernel flow map before the snapshot failed", zap.Error(err))
 	}
 	if err := d.table.Snapshot(path); err != nil {
 		d.log.Error("flow snapshot failed", zap.String("state_file", path), zap.Error(err))

@@ -7,6 +7,7 @@ import (
 	"github.com/seqshiftd/seqshiftd/counter"
 	"github.com/seqshiftd/seqshiftd/flowtable"
 	"github.com/seqshiftd/seqshiftd/steering"
+	"github.com/seqshiftd/seqshiftd/tcshift"
 )
 
 // Status implements control.Handler.
@@ -14,11 +15,17 @@ func (d *daemon) Status() control.Status {
 	pol := d.engine.Policy()
 	st := d.table.Stats()
 	installed, err := steering.Installed(d.steering)
+	missing := "missing: run seqshiftd teardown and restart, or check `ip rule`"
+	if d.kernel != nil {
+		installed, err = tcshift.Installed(d.kernelCfg)
+		missing = "missing: the tc programs are not attached to every intercept interface and the TAP; " +
+			"run seqshiftd teardown and restart, or check `tc filter show dev IFACE ingress`"
+	}
 	detail := "installed"
 	if err != nil {
 		detail = err.Error()
 	} else if !installed {
-		detail = "missing: run seqshiftd teardown and restart, or check `ip rule`"
+		detail = missing
 	}
 	d.reloadMu.Lock()
 	lastErr, lastReload := d.lastReloadErr, d.lastReload
@@ -48,6 +55,8 @@ func (d *daemon) Status() control.Status {
 		LastReloadTime:  lastReload,
 		Steering:        installed && err == nil,
 		SteeringDetail:  detail,
+		Datapath:        d.datapath.String(),
+		DatapathDetail:  d.datapathWhy,
 		FlowsActive:     st.Active,
 		FlowsByState:    byState,
 		Counters:        counters,
@@ -57,6 +66,9 @@ func (d *daemon) Status() control.Status {
 // counterSets are every source of counters that status and metrics show, each described by
 // its owner (see package counter).
 func (d *daemon) counterSets() []counter.Set {
+	if d.kernel != nil {
+		return []counter.Set{d.engine, d.kernel}
+	}
 	return []counter.Set{d.engine}
 }
 
@@ -74,6 +86,10 @@ func flowInfo(f *flowtable.Flow, now time.Time) control.FlowInfo {
 	if e := f.Exempt(); e != flowtable.ExemptNone {
 		exempt = e.String()
 	}
+	shiftedIn := ""
+	if m := f.KernelMode(); m != flowtable.KernelNone {
+		shiftedIn = m.String()
+	}
 	return control.FlowInfo{
 		Client:      f.Client(),
 		Server:      f.Server(),
@@ -83,6 +99,7 @@ func flowInfo(f *flowtable.Flow, now time.Time) control.FlowInfo {
 		OffsetC2S:   uint32(f.Offset(flowtable.ClientToServer)),
 		OffsetS2C:   uint32(f.Offset(flowtable.ServerToClient)),
 		Exempt:      exempt,
+		ShiftedIn:   shiftedIn,
 		PacketsC2S:  c2s.Packets,
 		BytesC2S:    c2s.Bytes,
 		PacketsS2C:  s2c.Packets,

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/netip"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -121,12 +120,7 @@ func (d *daemon) openKernel(cfg *policy.Config) error {
 	if err != nil {
 		d.log.Warn("some restored flows could not be written to the kernel map; their packets go through the daemon", zap.Error(err))
 	}
-	if err := dp.Attach(); err != nil {
-		_ = dp.Close()
-		return fmt.Errorf("attach the kernel datapath: %w", err)
-	}
-	d.log.Info("kernel datapath attached", zap.String("tap", kc.TapName), zap.Int("interfaces", len(kc.Ifaces)),
-		zap.Int("flows_published", n), zap.Uint32("mark", kc.Mark))
+	d.log.Info("kernel datapath loaded", zap.String("tap", kc.TapName), zap.Int("flows_published", n))
 	return nil
 }
 
@@ -176,6 +170,7 @@ func (c clientFacingIfaces) of(f *flowtable.Flow) (int, bool) {
 func (d *daemon) syncKernel(stop <-chan struct{}) {
 	t := time.NewTicker(kernelSyncInterval)
 	defer t.Stop()
+	var lastWarn time.Time
 	for {
 		select {
 		case <-stop:
@@ -183,7 +178,8 @@ func (d *daemon) syncKernel(stop <-chan struct{}) {
 		case <-t.C:
 		}
 		st, err := d.engine.Sync()
-		if err != nil && d.syncWarn.allow() {
+		if err != nil && time.Since(lastWarn) > time.Minute {
+			lastWarn = time.Now()
 			d.log.Warn("reading the kernel flow map failed", zap.Error(err))
 		}
 		if st.Orphans > 0 || st.Repaired > 0 {
@@ -206,5 +202,3 @@ func (d *daemon) closeKernel(onStop policy.OnStop) error {
 	}
 	return errors.Join(err, d.kernel.Close())
 }
-
-var _ = netip.Addr{}
