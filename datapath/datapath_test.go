@@ -18,6 +18,7 @@ import (
 	"github.com/seqshiftd/seqshiftd/flowtable"
 	"github.com/seqshiftd/seqshiftd/policy"
 	"github.com/seqshiftd/seqshiftd/rewrite"
+	"github.com/seqshiftd/seqshiftd/tcshift"
 	"github.com/seqshiftd/seqshiftd/tun"
 )
 
@@ -159,7 +160,7 @@ func decode(t testing.TB, pkt []byte) decoded {
 func run(t testing.TB, e *Engine, pkt []byte) []byte {
 	t.Helper()
 	c := e.queues[0]
-	if !e.handle(c, e.Policy(), pkt, false) {
+	if !e.handle(c, e.Policy(), pkt, false, tcshift.Meta{}) {
 		return nil
 	}
 	return pkt
@@ -473,7 +474,7 @@ func BenchmarkHandleData(b *testing.B) {
 	b.ReportAllocs()
 	b.SetBytes(int64(len(pkt)))
 	for b.Loop() {
-		e.handle(c, pol, pkt, false)
+		e.handle(c, pol, pkt, false, tcshift.Meta{})
 	}
 }
 

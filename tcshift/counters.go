@@ -12,7 +12,7 @@ import (
 var (
 	counterDescs []*counter.Desc
 	// counterSlot[s] locates Stat s: its family in counterDescs and its index in the family.
-	counterSlot [NumStats]struct{ family, index int }
+	counterSlot  [NumStats]struct{ family, index int }
 	counterTable *counter.Table
 )
 

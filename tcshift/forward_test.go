@@ -334,7 +334,7 @@ func standInDaemon(t *testing.T, tap *os.File, v FlowValue, n *atomic.Int64) (st
 			var p rewrite.Packet
 			rewrite.Classify(f[EthHeaderLen:], &p)
 			if p.Kind == rewrite.KindTCP {
-				rewrite.Shift(f[EthHeaderLen:], &p, v.SeqDelta[d], v.AckDelta[d], false)
+				rewrite.Shift(f[EthHeaderLen:], &p, seqnum.Delta(v.SeqDelta[d]), seqnum.Delta(v.AckDelta[d]), false)
 			}
 			if _, err := tap.Write(f); err != nil {
 				t.Logf("tap write: %v", err)
