@@ -86,16 +86,20 @@ func (e *env) invalidDrops(t testing.TB) int {
 	return n
 }
 
-// conntrackEntries returns the gateway's conntrack lines for TCP connections to port.
-func (e *env) conntrackEntries(t testing.TB, port uint16) []string {
+// conntrackEntries returns the gateway's conntrack lines for TCP connections from client.
+func (e *env) conntrackEntries(t testing.TB, client netip.AddrPort) []string {
 	t.Helper()
 	requireTool(t, "conntrack")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	out, _ := e.lab.Gateway.Run(ctx, "conntrack", "-L", "-p", "tcp", "--dport", strconv.Itoa(int(port)))
+	fam := "ipv4"
+	if client.Addr().Is6() {
+		fam = "ipv6"
+	}
+	out, _ := e.lab.Gateway.Run(ctx, "conntrack", "-L", "-f", fam, "-p", "tcp", "--sport", strconv.Itoa(int(client.Port())))
 	var lines []string
 	for _, l := range strings.Split(out, "\n") {
-		if strings.HasPrefix(l, "tcp") {
+		if strings.HasPrefix(l, "tcp") && strings.Contains(l, "src="+client.Addr().String()+" ") {
 			lines = append(lines, l)
 		}
 	}
@@ -156,7 +160,7 @@ func TestNATGateway_FirewallConntrackAndMasqueradeSeeOnePass(t *testing.T) {
 		if err := stream(p, streamOpts{C2S: 4 << 20, S2C: 4 << 20}); err != nil {
 			t.Fatal(err)
 		}
-		if got := e.conntrackEntries(t, 7001); len(got) != 1 {
+		if got := e.conntrackEntries(t, p.client); len(got) != 1 {
 			t.Errorf("conntrack has %d entries for the connection, want 1:\n%s", len(got), strings.Join(got, "\n"))
 		} else if !strings.Contains(got[0], "ESTABLISHED") || !strings.Contains(got[0], "ASSURED") {
 			t.Errorf("conntrack entry is not ESTABLISHED and ASSURED: %s", got[0])
