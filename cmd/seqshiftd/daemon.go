@@ -79,8 +79,13 @@ type daemon struct {
 	datapathWhy string
 	kernel      *tcshift.Datapath
 	kernelCfg   tcshift.Config
-	metrics     *metrics.Metrics
-	traffic     *ruleTraffic
+
+	recovered uint64 // flows carried over from a previous instance's kernel map at start
+
+	syncMu   sync.Mutex // one on-demand read of the kernel map at a time; guards lastSync
+	lastSync time.Time
+	metrics  *metrics.Metrics
+	traffic  *ruleTraffic
 
 	reloadMu      sync.Mutex
 	lastReloadErr string

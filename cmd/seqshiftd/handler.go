@@ -37,6 +37,9 @@ func (d *daemon) Status() control.Status {
 		"flows_created":  st.Created,
 		"flows_expired":  st.Expired,
 		"flows_evicted":  st.Evicted,
+		// Carried over at start from a previous instance's kernel map: connections newer
+		// than the last snapshot, which a crash would otherwise have lost.
+		"flows_recovered": d.recovered,
 	}
 	for _, s := range d.counterSets() {
 		counter.AddStatus(counters, s)
@@ -74,6 +77,7 @@ func (d *daemon) counterSets() []counter.Set {
 
 // Flows implements control.Handler.
 func (d *daemon) Flows(fn func(control.FlowInfo) bool) {
+	d.syncKernelNow()
 	now := time.Now()
 	d.table.Range(func(f *flowtable.Flow) bool {
 		return fn(flowInfo(f, now))

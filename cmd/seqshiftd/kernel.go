@@ -103,6 +103,7 @@ func (d *daemon) openKernel(cfg *policy.Config) error {
 	if err != nil {
 		d.log.Warn("cannot read the previous instance's flow map; only the snapshot's flows are restored", zap.Error(err))
 	}
+	d.recovered = uint64(recovered)
 	if recovered > 0 || lost > 0 {
 		d.log.Info("flows recovered from the previous instance's kernel map (newer than the snapshot)",
 			zap.Int("recovered", recovered), zap.Int("lost_table_full", lost))
@@ -187,6 +188,25 @@ func (d *daemon) syncKernel(stop <-chan struct{}) {
 				zap.Int("orphans_deleted", st.Orphans), zap.Int("repaired", st.Repaired))
 		}
 	}
+}
+
+// syncKernelNow reads the kernel's flow map before `flows` or a scrape shows per-flow counters,
+// so that they include what the kernel forwarded up to now, not up to the last periodic sync.
+// Requests closer together than minSyncGap share one read.
+func (d *daemon) syncKernelNow() {
+	if d.kernel == nil {
+		return
+	}
+	const minSyncGap = 200 * time.Millisecond
+	d.syncMu.Lock()
+	defer d.syncMu.Unlock()
+	if time.Since(d.lastSync) < minSyncGap {
+		return
+	}
+	if _, err := d.engine.Sync(); err != nil {
+		d.log.Debug("reading the kernel flow map failed", zap.Error(err))
+	}
+	d.lastSync = time.Now()
 }
 
 // closeKernel ends the kernel datapath at stop: fail-closed leaves the programs attached (the

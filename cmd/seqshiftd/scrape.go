@@ -80,6 +80,7 @@ func (r *ruleTraffic) totals(table *flowtable.Table) map[metrics.RuleDir]metrics
 // scrape fills a metrics snapshot from the flow table and the reload history. The datapath's
 // counters are not in it: metrics reads them through their counter.Set.
 func (d *daemon) scrape(s *metrics.Snapshot) {
+	d.syncKernelNow()
 	st := d.table.Stats()
 	s.Version = buildVersion()
 	s.Rewritten = d.traffic.totals(d.table)

@@ -172,7 +172,8 @@ func TestRestart_MidTransferCompletesIntact(t *testing.T) {
 	cs.verify(t)
 }
 
-// gatewayRouting is the gateway's policy rules and every routing table, v4 and v6, sorted.
+// gatewayRouting is the gateway's policy rules, every routing table, v4 and v6, and the tc
+// qdiscs and filters of its interfaces (the kernel datapath's objects), sorted.
 func gatewayRouting(t *testing.T, gw *netlab.NS) []string {
 	t.Helper()
 	var lines []string
@@ -186,6 +187,21 @@ func gatewayRouting(t *testing.T, gw *netlab.NS) []string {
 		}
 		for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
 			lines = append(lines, strings.Join(args, " ")+": "+strings.TrimSpace(l))
+		}
+	}
+	tc := [][]string{{"qdisc", "show"}}
+	for _, dev := range []string{netlab.GatewayClientIface, netlab.GatewayServerIface} {
+		tc = append(tc, []string{"filter", "show", "dev", dev, "ingress"}, []string{"filter", "show", "dev", dev, "egress"})
+	}
+	for _, args := range tc {
+		out, err := gw.Run(context.Background(), "tc", args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+			if l = strings.TrimSpace(l); l != "" {
+				lines = append(lines, "tc "+strings.Join(args, " ")+": "+l)
+			}
 		}
 	}
 	slices.Sort(lines)
@@ -272,7 +288,22 @@ func TestKeyed_CrashWithoutStateIsPickedUpMidStream(t *testing.T) {
 	if err := os.Remove(e.dir + "/flows.state"); err != nil && !errors.Is(err, os.ErrNotExist) {
 		t.Fatal(err)
 	}
+	if datapath() == "kernel" {
+		// The kernel datapath's map outlives the process, and a new daemon would carry the flow
+		// over from it (TestKernel_CrashLosesNoConnection). Wipe it too, as on a standby
+		// gateway that never saw the flow: block forwarding meanwhile (so nothing leaves raw),
+		// remove the programs, and unblock once the new daemon runs.
+		e.nft(t, `table inet ssdblock { chain block { type filter hook forward priority -10; policy drop; }; }`)
+		if out, code := e.cli("teardown"); code != 0 {
+			t.Fatalf("teardown: %s", out)
+		}
+	}
 	e.start()
+	if datapath() == "kernel" {
+		if out, err := e.lab.Gateway.Run(context.Background(), "nft", "delete", "table", "inet", "ssdblock"); err != nil {
+			t.Fatalf("unblock: %v: %s", err, out)
+		}
+	}
 
 	if err := <-done; err != nil {
 		t.Fatalf("transfer across a crash without state: %v", err)
@@ -280,6 +311,9 @@ func TestKeyed_CrashWithoutStateIsPickedUpMidStream(t *testing.T) {
 	after, ok := findFlow(e.flows(t), p.client)
 	if !ok || after.OffsetC2S != before.OffsetC2S || after.OffsetS2C != before.OffsetS2C {
 		t.Errorf("picked-up flow: before %+v, after %+v (found %t)", before, after, ok)
+	}
+	if datapath() == "kernel" && after.ShiftedIn != "kernel" {
+		t.Errorf("the picked-up flow is shifted in %q, want it in the kernel's map", after.ShiftedIn)
 	}
 	if st, _ := e.status(t); st.Counters["flows_adopted"] < 1 {
 		t.Errorf("flows_adopted = %d, want the flow picked up mid-stream", st.Counters["flows_adopted"])
