@@ -18,10 +18,11 @@ const (
 	PassNoFlow                 // TCP without a tracked flow and no rule able to pick it up
 	PassExempt                 // its flow is exempt (no rule, TCP-MD5, TCP-AO)
 	PassZeroOffset             // its flow's offsets are both zero (keep/keep)
+	PassOtherHook              // an ICMP error caught where it is not to be translated (kernel datapath)
 	numPass
 )
 
-var passNames = [numPass]string{"not_tcp", "no_flow", "exempt", "zero_offset"}
+var passNames = [numPass]string{"not_tcp", "no_flow", "exempt", "zero_offset", "icmp_other_hook"}
 
 // String returns the metrics label of the reason.
 func (p Pass) String() string {

@@ -164,7 +164,7 @@ func (e *Engine) handle(c *Counters, pol *Policy, pkt []byte, partial bool, meta
 	case rewrite.KindTCP:
 		return e.handleTCP(c, pol, pkt, &p, partial, meta)
 	case rewrite.KindICMPQuotingTCP:
-		return e.handleICMP(c, pkt, &p)
+		return e.handleICMP(c, pkt, &p, meta.Hook)
 	case rewrite.KindMalformed:
 		c.malformed(p.Reason)
 		return pol.Config.Malformed != policy.MalformedDrop
@@ -410,12 +410,23 @@ func pickUpRoles(cfg *policy.Config, src, dst netip.AddrPort) (client, server ne
 // host receiving it: the quoted segment travelled the other way and was shifted on its way out.
 // Linux ignores a fragmentation-needed whose quoted seq is outside its send window, so without
 // this path-MTU discovery breaks for rewritten flows.
-func (e *Engine) handleICMP(c *Counters, pkt []byte, p *rewrite.Packet) bool {
+//
+// hook is where the kernel datapath caught the error. An error travels toward the sender of the
+// segment it quotes, so it crosses the flow's client-facing interface at the one hook where that
+// sender's segments are shifted the other way: leaving it (egress) for a quoted client segment,
+// arriving on it (ingress) for a quoted server segment. Caught anywhere else (the server-facing
+// interface, when it is listed as an intercept too) it is not yet, or no longer, the daemon's
+// to translate: it would otherwise be translated twice.
+func (e *Engine) handleICMP(c *Counters, pkt []byte, p *rewrite.Packet, hook tcshift.Hook) bool {
 	src := netip.AddrPortFrom(p.Src, p.SrcPort)
 	dst := netip.AddrPortFrom(p.Dst, p.DstPort)
 	f, q, ok := e.table.Lookup(src, dst)
 	if !ok || f.Exempt() != flowtable.ExemptNone {
 		c.passed(PassNoFlow)
+		return true
+	}
+	if hook != 0 && (hook == tcshift.HookEgress) != (q == flowtable.ClientToServer) {
+		c.passed(PassOtherHook)
 		return true
 	}
 	d := f.QuoteDeltas(q)

@@ -151,12 +151,21 @@ func TestRestart_MidTransferCompletesIntact(t *testing.T) {
 		probe.Close()
 		t.Error("a new connection got through while seqshiftd was stopped (on_stop: fail-closed)")
 	}
+	// The live flow: the TUN datapath drops it too until the daemon is back (TCP retransmits);
+	// the kernel datapath's programs and map outlive the daemon, so an established flow goes on
+	// being shifted while it restarts (verify below checks every segment's numbers).
+	during := 0
 	for _, s := range cs.server.Segments() {
 		// (A margin for segments that crossed before the stop but that the capture read late.)
 		if s.Src == p.client && !s.Outgoing && s.Time.After(probeStart.Add(300*time.Millisecond)) {
-			t.Errorf("the server received a segment of the live flow while seqshiftd was stopped: %v", s)
-			break
+			during++
 		}
+	}
+	switch {
+	case datapath() == "tun" && during > 0:
+		t.Errorf("the server received %d segments of the live flow while seqshiftd was stopped", during)
+	case datapath() == "kernel" && during == 0:
+		t.Errorf("the live flow stopped while seqshiftd was stopped; the kernel datapath should have carried it on")
 	}
 
 	e.start()
