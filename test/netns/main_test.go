@@ -73,6 +73,9 @@ type env struct {
 	config config
 	d      *daemonProc
 	logs   []string
+	// wrap is put between `ip netns exec NS` and the daemon, e.g. setpriv to run it as the
+	// systemd unit does (another user, only the unit's capabilities).
+	wrap []string
 }
 
 // config is what a test varies in the daemon's configuration file.
@@ -202,7 +205,8 @@ func (e *env) start() *daemonProc {
 		e.t.Fatal(err)
 	}
 	defer f.Close()
-	cmd := exec.Command("ip", "netns", "exec", e.lab.Gateway.Name, *binPath, "run", "-c", e.cfg)
+	args := append([]string{"netns", "exec", e.lab.Gateway.Name}, e.wrap...)
+	cmd := exec.Command("ip", append(args, *binPath, "run", "-c", e.cfg)...)
 	cmd.Stdout, cmd.Stderr = f, f
 	if err := cmd.Start(); err != nil {
 		e.t.Fatalf("start seqshiftd: %v", err)
