@@ -82,7 +82,7 @@ const (
 	// the client-facing interface (its "server" opened it): tracked unshifted so that it is
 	// never picked up mid-stream in the wrong orientation.
 	ExemptServerOpened
-	NumExempt                  // number of reasons, for arrays indexed by Exempt
+	NumExempt // number of reasons, for arrays indexed by Exempt
 )
 
 var exemptNames = [NumExempt]string{"none", "no_rule", "tcp_md5", "tcp_ao", "server_opened"}
