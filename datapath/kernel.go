@@ -67,7 +67,7 @@ func kernelValue(f *flowtable.Flow, m flowtable.KernelMode, ifindex int) tcshift
 	}
 	for _, d := range [...]flowtable.Dir{flowtable.ClientToServer, flowtable.ServerToClient} {
 		dl := f.Deltas(d)
-		v.SeqDelta[d], v.AckDelta[d] = uint32(dl.Seq), uint32(dl.Ack)
+		v.SeqDelta[d], v.AckDelta[d] = dl.Seq, dl.Ack
 	}
 	plan, resolved := f.ServerPlan()
 	switch {
@@ -78,7 +78,7 @@ func kernelValue(f *flowtable.Flow, m flowtable.KernelMode, ifindex int) tcshift
 		// the ack deltas are not known yet anyway: they carry what a restarted daemon needs to
 		// finish the handshake (RecoverFlow).
 		v.Flags = KernelFlagPlanAbsolute
-		v.AckDelta = [2]uint32{plan.Value, f.ClientISN()}
+		v.AckDelta = [2]seqnum.Delta{seqnum.Delta(plan.Value), seqnum.Delta(f.ClientISN())}
 	}
 	return v
 }
@@ -102,14 +102,14 @@ func RecoverFlow(t *flowtable.Table, k tcshift.FlowKey, v tcshift.FlowValue) err
 	switch {
 	case v.Flags&KernelFlagResolved != 0:
 		_, err = t.Adopt(client, server, flowtable.Init{
-			ClientOffset: seqnum.Delta(v.SeqDelta[flowtable.ClientToServer]),
-			Server:       flowtable.ServerPlan{Value: v.SeqDelta[flowtable.ServerToClient]},
+			ClientOffset: v.SeqDelta[flowtable.ClientToServer],
+			Server:       flowtable.ServerPlan{Value: uint32(v.SeqDelta[flowtable.ServerToClient])},
 		})
 	case v.Flags&KernelFlagPlanAbsolute != 0:
 		_, err = t.Admit(client, server, flowtable.Init{
-			ClientOffset: seqnum.Delta(v.SeqDelta[flowtable.ClientToServer]),
-			ClientISN:    v.AckDelta[1],
-			Server:       flowtable.ServerPlan{Absolute: true, Value: v.AckDelta[0]},
+			ClientOffset: v.SeqDelta[flowtable.ClientToServer],
+			ClientISN:    uint32(v.AckDelta[1]),
+			Server:       flowtable.ServerPlan{Absolute: true, Value: uint32(v.AckDelta[0])},
 		})
 	}
 	return err

@@ -134,6 +134,10 @@ const DefaultKernelMark = 1 << 28
 // Kernel is the `kernel:` section: settings of the kernel datapath.
 type Kernel struct {
 	Mark uint32 // the re-injection mark bit(s); non-zero
+	// PinDir is a directory on a bpffs where the flow map is pinned, so that the next daemon
+	// reuses it, entries included, without needing CAP_SYS_ADMIN to find the previous
+	// instance's map; "" finds it through the attached programs instead.
+	PinDir string
 }
 
 // Intercept is one `intercept:` entry: forwarded TCP (and ICMP) arriving on Iface toward one
@@ -318,11 +322,14 @@ func (d *decoder) config(cfg *Config, root *yaml.Node) {
 		cfg.Datapath = Datapath(max(slices.Index(datapathNames[:], s), 0))
 	}
 	if v, ok := m["kernel"]; ok {
-		km := d.mapping(v, "kernel", []string{"mark"})
+		km := d.mapping(v, "kernel", []string{"mark", "pin_dir"})
 		if mv, ok := km["mark"]; ok {
 			if mk, ok := d.integer(mv, "kernel.mark", 1, 1<<32-1); ok {
 				cfg.Kernel.Mark = uint32(mk)
 			}
+		}
+		if pv, ok := km["pin_dir"]; ok {
+			cfg.Kernel.PinDir = d.path(pv, "kernel.pin_dir", filepath.Dir(cfg.Path), true)
 		}
 	}
 	if v, ok := m["tun"]; ok {

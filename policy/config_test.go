@@ -135,7 +135,7 @@ flows:
   timeouts: {syn_sent: 10s, syn_recv: 11s, established: 1h, fin_wait: 12s, close_wait: 13s, last_ack: 14s, time_wait: 15s, close: 0}
 steering: {table: 100, priority: 200, protocol: 250}
 datapath: tun
-kernel: {mark: 0x100}
+kernel: {mark: 0x100, pin_dir: /sys/fs/bpf/ssd}
 rules:
   - name: r1
     match: {clients: [198.18.1.0/24], servers: ["2001:2::/48"], server_ports: [502, "20000-20010", "443"]}
@@ -165,7 +165,7 @@ rules:
 			CloseWait: 13 * time.Second, LastAck: 14 * time.Second, TimeWait: 15 * time.Second}},
 		Steering: Steering{Table: 100, Priority: 200, Protocol: 250},
 		Datapath: DatapathTUN,
-		Kernel:   Kernel{Mark: 0x100},
+		Kernel:   Kernel{Mark: 0x100, PinDir: "/sys/fs/bpf/ssd"},
 	}
 	got := *cfg
 	rules := got.Rules

@@ -24,6 +24,7 @@ func (c *Config) RestartNeeded(running *Config) []string {
 	}
 	diff("datapath", c.Datapath != running.Datapath)
 	diff("kernel.mark", c.Kernel.Mark != running.Kernel.Mark)
+	diff("kernel.pin_dir", c.Kernel.PinDir != running.Kernel.PinDir)
 	diff("tun.name", c.Tun.Name != running.Tun.Name)
 	diff("tun.mtu", c.Tun.MTU != running.Tun.MTU)
 	diff("tun.queues", c.Tun.Queues != running.Tun.Queues)

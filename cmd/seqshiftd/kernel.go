@@ -28,6 +28,7 @@ func kernelConfig(cfg *policy.Config, tap string) tcshift.Config {
 		Mark:     cfg.Kernel.Mark,
 		MaxFlows: cfg.Flows.Max,
 		Priority: uint16(cfg.Steering.Priority),
+		PinDir:   cfg.Kernel.PinDir,
 	}
 	at := map[string]int{}
 	for _, ic := range cfg.Intercept {
@@ -89,7 +90,7 @@ func (d *daemon) openKernel(cfg *policy.Config) error {
 	}
 	prevIfindex := map[tcshift.FlowKey]int{}
 	recovered, lost := 0, 0
-	err = dp.PreviousFlows(func(k tcshift.FlowKey, v tcshift.FlowValue) {
+	carry := func(k tcshift.FlowKey, v tcshift.FlowValue) {
 		before := d.table.Stats().Active
 		if err := datapath.RecoverFlow(d.table, k, v); err != nil {
 			lost++
@@ -99,7 +100,14 @@ func (d *daemon) openKernel(cfg *policy.Config) error {
 		if d.table.Stats().Active > before {
 			recovered++
 		}
-	})
+	}
+	// A pinned map was reused by Load, entries included; otherwise the previous instance's map
+	// is found through its attached programs.
+	if kc.PinDir != "" {
+		err = dp.Range(func(k tcshift.FlowKey, v *tcshift.FlowValue) bool { carry(k, *v); return true })
+	} else {
+		err = dp.PreviousFlows(carry)
+	}
 	if err != nil {
 		d.log.Warn("cannot read the previous instance's flow map; only the snapshot's flows are restored", zap.Error(err))
 	}
