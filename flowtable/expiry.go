@@ -74,9 +74,9 @@ func (t *Table) expire(budget int) int {
 				if f == nil {
 					continue
 				}
-				st := State(f.state.Load() & stMask)
+				w := f.state.Load()
 				idle := now - int64(f.lastSeen.Load())*int64(time.Second)
-				if idle > int64(to[st]) && f.kill(1<<st) {
+				if idle > int64(to.of(w)) && f.kill(1<<(w&stMask), w&stAssured == 0) {
 					s.erase(ix, pos(uint64(g)<<3|uint64(i)), t)
 					t.victims = append(t.victims, f)
 				}

@@ -91,6 +91,7 @@ func TestExpiry_TrafficKeepsFlowAlive(t *testing.T) {
 func TestSetTimeouts_AppliesToLiveFlows(t *testing.T) {
 	tab, clk, _ := newTestTable(t, Config{MaxFlows: 8})
 	f, _ := tab.Adopt(ap("198.18.0.1:1"), ap("198.19.0.1:2"), Init{})
+	assure(f)
 	clk.Advance(time.Hour)
 	tab.expireAll()
 	if f.removed() {

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/seqshiftd/seqshiftd/seqnum"
+	"github.com/seqshiftd/seqshiftd/tcpwindow"
 )
 
 // Flow is one tracked TCP connection. A *Flow stays valid after the table removes it (expiry,
@@ -25,7 +26,7 @@ type Flow struct {
 
 	// line 1: counters (written per packet) and immutable fields
 	cnt       [2]dirCounters // per Dir
-	t         *Table         // for the coarse clock and the state gauges
+	x         *flowExt       // allocated with the flow: window state, table
 	rule      *ruleRef       // interned (rule, generation)
 	created   uint32         // Unix seconds
 	clientISN uint32
@@ -33,6 +34,29 @@ type Flow struct {
 	exempt    Exempt
 	bits      uint8 // fl* bits below
 	_         [2]byte
+}
+
+// flowExt is what does not fit in a Flow's two cache lines. It is allocated together with its
+// Flow (flowAlloc, one 176-byte object, so one allocation per flow as before) and reached
+// through Flow.x; only Track, expiry and the snapshot read it, so lookups and the per-packet
+// reads of the first line are not slowed.
+type flowExt struct {
+	win    tcpwindow.Conn // 32 bytes: the kernel map's per-direction window records
+	t      *Table         // for the coarse clock and the state gauges
+	synEnd atomic.Uint32  // seq+1 of the last client SYN passed as SYNOnLive (stSYNPending)
+	_      [4]byte
+}
+
+// flowAlloc is the one object a flow is allocated as.
+type flowAlloc struct {
+	f Flow
+	x flowExt
+}
+
+func allocFlow(t *Table) *Flow {
+	a := &flowAlloc{}
+	a.f.x, a.x.t = &a.x, t
+	return &a.f
 }
 
 type dirCounters struct {
@@ -56,8 +80,15 @@ const (
 	stClaimed  = 1 << 5 // ResolveServerISN won the race
 	stResolved = 1 << 6 // offset(s2c) stored
 	stDead     = 1 << 7 // removed from the table
-	// bits 8-9: the KernelMode the datapath last published for the flow (kernel.go)
-	stKeep = stClaimed | stResolved | stDead | stKernelMask
+	// stAssured: each side has had something acknowledged by the other outside a SYN
+	// (conntrack's ASSURED): only then does the flow count as established for eviction and
+	// timeouts. Set once, never cleared.
+	stAssured = 1 << 8
+	// stSYNPending: a client SYN passed this live flow as SYNOnLive; flowExt.synEnd holds it
+	// so that a SYN-ACK acknowledging exactly it is recognised as a restart.
+	stSYNPending = 1 << 9
+	// bits 10-11: the KernelMode the datapath last published for the flow (kernel.go)
+	stKeep = stClaimed | stResolved | stDead | stAssured | stSYNPending | stKernelMask
 )
 
 // Bits of Flow.bits, fixed at creation.
@@ -154,30 +185,126 @@ func (f *Flow) ResolveServerISN(isn uint32) {
 }
 
 // Observe accounts one segment travelling in direction d with the given TCP flags and payload
-// length: it advances the state machine, the direction's counters and the last-seen time. It
-// takes no lock and does not allocate; counters are atomics on the flow, which one core
-// mostly serves, and last-seen is written at most once per second.
+// length, without its numbers: it advances the state machine, the direction's counters and the
+// last-seen time. It is the datapath's call where no window tracking is done; [Flow.Track] is
+// the one that checks numbers. Without numbers, an ACK from the other side after a FIN is
+// taken to acknowledge it, and the flow is taken as assured once both directions have been
+// seen in an established state (what conntrack did before it tracked windows). It takes no
+// lock and does not allocate.
 func (f *Flow) Observe(d Dir, flags uint8, payloadLen int) {
 	d &= 1
+	f.account(d, payloadLen)
+	both := f.cnt[0].packets.Load() != 0 && f.cnt[1].packets.Load() != 0
+	f.move(d, flags, payloadLen, true, both)
+}
+
+// Track checks a segment travelling in direction d against the connection's window (see
+// package tcpwindow) and, if its numbers are acceptable, lets it move the state. It accounts
+// the segment's packet and bytes, whatever the verdict. seg is as read from the packet before
+// any shift (Segment.Read); Track moves its ack and SACK edge into the receiver's own sequence
+// space with the flow's offsets, as the window records keep each side in its own space.
+//
+// For a SYN-ACK from the server, the server's ISN is resolved here (ResolveServerISN). A
+// client SYN on a synchronised connection is passed as SYNOnLive and remembered; a SYN-ACK
+// from the server acknowledging exactly that SYN returns Restart, and the datapath then
+// replaces the flow (Table.Restart). A SYN without ACK on a flow that NewConnection says is
+// over is the datapath's to Admit before calling Track. It takes no lock and does not
+// allocate.
+func (f *Flow) Track(d Dir, seg *tcpwindow.Segment) tcpwindow.Verdict {
+	d &= 1
+	f.account(d, int(seg.Len))
+	old := f.state.Load()
+	st := State(old & stMask)
+	in := *seg
+	back := f.off[d.Reverse()].Load()
+	in.Ack -= back
+	in.SACK -= back
+	syn, ack := in.Flags&FlagSYN != 0, in.Flags&FlagACK != 0
+	v := f.x.win.Track(int(d), &in, st == StateSynSent || st == StateSynRecv)
+	switch {
+	case v == tcpwindow.SYNOnLive && syn && !ack && d == ClientToServer:
+		f.x.synEnd.Store(in.Seq + 1)
+		f.state.Or(stSYNPending)
+		return v
+	case v == tcpwindow.SYNOnLive && syn && ack && d == ServerToClient &&
+		old&stSYNPending != 0 && in.Ack == f.x.synEnd.Load():
+		return tcpwindow.Restart
+	case v != tcpwindow.Accept:
+		return v
+	}
+	if syn && d == ServerToClient {
+		f.ResolveServerISN(in.Seq)
+	}
+	other := f.x.win.Load(int(d.Reverse()))
+	acksFIN := ack && other.Flags&tcpwindow.FlagFIN != 0 && in.Ack == other.End
+	f.move(d, in.Flags, int(in.Len), acksFIN, f.x.win.Assured())
+	return v
+}
+
+// NewConnection reports whether a SYN without ACK, travelling d with sequence number seq,
+// opens a new connection on f's tuple, which the datapath then Admits in f's place: f is
+// over (time_wait, close), or it is still opening and the client chose another ISN (a new
+// attempt; an absolute client plan needs a new offset). A SYN from the server while the
+// client's is unanswered is a simultaneous open (RFC 9293 3.5) of the same connection, and a
+// SYN on a synchronised connection is never taken as new by itself (RFC 5961 section 4: it
+// is passed for the endpoint's challenge ACK; see Track).
+func (f *Flow) NewConnection(d Dir, seq uint32) bool {
+	switch f.State() {
+	case StateTimeWait, StateClose:
+		return true
+	case StateSynSent, StateSynRecv:
+		return d&1 == ClientToServer && seq != f.clientISN
+	}
+	return false
+}
+
+// Window returns direction d's window record (in the sender's own sequence space).
+func (f *Flow) Window(d Dir) tcpwindow.Side { return f.x.win.Load(int(d & 1)) }
+
+// SetWindow replaces direction d's window record: for taking over what the kernel datapath
+// learned. Not while the Go datapath tracks segments of the flow.
+func (f *Flow) SetWindow(d Dir, s tcpwindow.Side) { f.x.win.Store(int(d&1), s) }
+
+// Assured reports whether each side has had something acknowledged by the other outside a
+// SYN, so that the flow counts as established for eviction and timeouts.
+func (f *Flow) Assured() bool { return f.state.Load()&stAssured != 0 }
+
+// account counts one packet of direction d and refreshes the last-seen time.
+func (f *Flow) account(d Dir, payloadLen int) {
 	c := &f.cnt[d]
 	c.packets.Add(1)
 	if payloadLen > 0 {
 		c.bytes.Add(uint64(payloadLen))
 	}
-	if now := f.t.coarse.Load(); f.lastSeen.Load() != now {
+	if now := f.x.t.coarse.Load(); f.lastSeen.Load() != now {
 		f.lastSeen.Store(now)
 	}
+}
+
+// move advances the state word by one accepted segment, keeping the shard's gauges: the
+// per-state ones and the unassured one. assured says that the flow now qualifies; it is taken
+// only in a synchronised state (the handshake's acknowledgements come before established).
+func (f *Flow) move(d Dir, flags uint8, payloadLen int, acksFIN, assured bool) {
 	for {
 		old := f.state.Load()
-		next := transition(old, d, flags, payloadLen)
-		if next == old || old&stDead != 0 {
+		if old&stDead != 0 {
+			return
+		}
+		next := transition(old, d, flags, payloadLen, acksFIN)
+		if assured && State(next&stMask) != StateSynSent && State(next&stMask) != StateSynRecv {
+			next |= stAssured
+		}
+		if next == old {
 			return
 		}
 		if f.state.CompareAndSwap(old, next) {
+			sh := f.x.t.shardOf(f.hash)
 			if from, to := State(old&stMask), State(next&stMask); from != to {
-				g := &f.t.shardOf(f.hash).states
-				g[from].Add(-1)
-				g[to].Add(1)
+				sh.states[from].Add(-1)
+				sh.states[to].Add(1)
+			}
+			if old&stAssured == 0 && next&stAssured != 0 {
+				sh.unassured.Add(-1)
 			}
 			return
 		}
@@ -192,7 +319,10 @@ func (f *Flow) Observe(d Dir, flags uint8, payloadLen int) {
 //   - data after an RST revives the flow (the RST may have been out of window and ignored by
 //     the receiver, e.g. a blind-reset attempt);
 //   - a half-closed connection (close_wait) keeps a long timeout (see the package comment).
-func transition(old uint32, d Dir, flags uint8, payloadLen int) uint32 {
+//
+// acksFIN says that an ACK acknowledges the other side's FIN (Track knows from the numbers;
+// Observe assumes it).
+func transition(old uint32, d Dir, flags uint8, payloadLen int, acksFIN bool) uint32 {
 	st := State(old & stMask)
 	fin1 := Dir(old>>stFinShift) & 1
 	if st == StateClose && payloadLen > 0 && flags&(FlagRST|FlagSYN) == 0 {
@@ -221,11 +351,11 @@ func transition(old uint32, d Dir, flags uint8, payloadLen int) uint32 {
 		case StateSynRecv:
 			st = StateEstablished
 		case StateFinWait:
-			if d != fin1 {
+			if d != fin1 && acksFIN {
 				st = StateCloseWait
 			}
 		case StateLastAck:
-			if d == fin1 {
+			if d == fin1 && acksFIN {
 				st = StateTimeWait // the first closer acknowledges the second FIN
 			}
 		}
@@ -244,17 +374,22 @@ const (
 
 func (m stateSet) has(s State) bool { return m&(1<<s) != 0 }
 
-// kill marks the flow removed if its current state is in ok, and moves it out of the state
-// gauges. It reports whether it did; a flow that changed state in the meantime (an embryonic
-// flow completing its handshake as it is chosen for eviction) is left alone.
-func (f *Flow) kill(ok stateSet) bool {
+// kill marks the flow removed if its current state is in ok (and, with unassuredOnly, it is
+// not assured), and moves it out of the gauges. It reports whether it did; a flow that changed
+// in the meantime (an unassured flow becoming assured as it is chosen for eviction) is left
+// alone.
+func (f *Flow) kill(ok stateSet, unassuredOnly bool) bool {
 	for {
 		old := f.state.Load()
-		if old&stDead != 0 || !ok.has(State(old&stMask)) {
+		if old&stDead != 0 || !ok.has(State(old&stMask)) || unassuredOnly && old&stAssured != 0 {
 			return false
 		}
 		if f.state.CompareAndSwap(old, old|stDead) {
-			f.t.shardOf(f.hash).states[old&stMask].Add(-1)
+			sh := f.x.t.shardOf(f.hash)
+			sh.states[old&stMask].Add(-1)
+			if old&stAssured == 0 {
+				sh.unassured.Add(-1)
+			}
 			return true
 		}
 	}

@@ -23,7 +23,7 @@ func (m KernelMode) String() string {
 }
 
 const (
-	stKernelShift = 8
+	stKernelShift = 10
 	stKernelMask  = 3 << stKernelShift
 )
 

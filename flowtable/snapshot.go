@@ -11,9 +11,11 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/seqshiftd/seqshiftd/tcpwindow"
 )
 
-// Snapshot file format, version 1. All integers little-endian.
+// Snapshot file format, version 2. All integers little-endian.
 //
 //	header  magic "SQSHFLOW" | version u32 | flags u32 (0) | written-at i64 (Unix ns)
 //	record  tag u8 = 1 | fam u8 (bit 0: client IPv4, bit 1: server IPv4)
@@ -21,17 +23,27 @@ import (
 //	        | exempt u8 | client addr [16] | client port u16 | server addr [16] | server port u16
 //	        | offset c2s u32 | offset s2c u32 | client ISN u32 | server plan value u32
 //	        | created i64 | last seen i64 (Unix seconds, wall clock) | generation u64
-//	        | packets c2s, bytes c2s, packets s2c, bytes s2c u64 | rule length u16 | rule bytes
+//	        | packets c2s, bytes c2s, packets s2c, bytes s2c u64
+//	        | v2: assured u8 (0 or 1) | window c2s, window s2c: end, maxend, maxwin u32,
+//	          scale u8, flags u8, pad u16 (0) each (tcpwindow.Side)
+//	        | rule length u16 | rule bytes
 //	end     tag u8 = 0 | record count u64 | CRC-32C u32 of every byte before it
+//
+// Version 1 (without the assured byte and the windows) is still read: its flows in a
+// synchronised state are taken as assured (they were not evictable when written, and an idle
+// long-lived connection must not expire at the unassured timeout on an upgrade), and their
+// windows start unseen, to be learned from the next segments as on a pick-up.
 //
 // Times are wall-clock Unix seconds so that a flow's idle time carries across a restart.
 // CRC-32C (Castagnoli, hardware-accelerated) guards against torn or bit-rotted files; the file
 // is not an authentication boundary (it lives in the daemon's private state directory).
 const (
 	snapMagic   = "SQSHFLOW"
-	snapVersion = 1
+	snapVersion = 2
 	headerLen   = 8 + 4 + 4 + 8
-	recordLen   = 5 + 16 + 2 + 16 + 2 + 4*4 + 8*3 + 8*4 + 2 // without the rule bytes
+	recordLenV1 = 5 + 16 + 2 + 16 + 2 + 4*4 + 8*3 + 8*4 + 2 // without the rule bytes
+	windowLen   = 1 + 2*16                                  // v2: assured, two tcpwindow.Sides
+	recordLen   = recordLenV1 + windowLen
 	maxRuleLen  = 1024
 	tagRecord   = 1
 	tagEnd      = 0
@@ -154,6 +166,14 @@ func (w *snapWriter) flow(f *Flow) {
 		b = binary.LittleEndian.AppendUint64(b, f.cnt[d].packets.Load())
 		b = binary.LittleEndian.AppendUint64(b, f.cnt[d].bytes.Load())
 	}
+	b = append(b, uint8(word&stAssured>>8))
+	for d := range 2 {
+		w := f.x.win.Load(d)
+		b = binary.LittleEndian.AppendUint32(b, w.End)
+		b = binary.LittleEndian.AppendUint32(b, w.MaxEnd)
+		b = binary.LittleEndian.AppendUint32(b, w.MaxWin)
+		b = append(b, w.Scale, w.Flags, 0, 0)
+	}
 	name := f.rule.name
 	if len(name) > maxRuleLen {
 		name = name[:maxRuleLen]
@@ -196,7 +216,7 @@ func (t *Table) restore(in io.Reader) (int, error) {
 		fl := p.f
 		if seen := int64(fl.lastSeen.Load()) * int64(time.Second); seen > now {
 			fl.lastSeen.Store(unixSeconds(now)) // the clock went back across the restart
-		} else if now-seen > int64(to[fl.State()]) {
+		} else if now-seen > int64(to.of(fl.state.Load())) {
 			continue
 		}
 		if _, existed, err := t.place(fl, p.rule, p.gen, placeRestore); err == nil && !existed {
@@ -213,11 +233,12 @@ type pending struct {
 }
 
 type snapReader struct {
-	r     *bufio.Reader
-	crc   uint32
-	t     *Table
-	names map[string]string // rule names, shared by their flows
-	buf   [recordLen + maxRuleLen]byte
+	r       *bufio.Reader
+	version uint32
+	crc     uint32
+	t       *Table
+	names   map[string]string // rule names, shared by their flows
+	buf     [recordLen + maxRuleLen]byte
 }
 
 func corrupt(format string, a ...any) error {
@@ -244,8 +265,9 @@ func (r *snapReader) readAll() ([]pending, error) {
 	if string(hdr[:8]) != snapMagic {
 		return nil, corrupt("not a seqshiftd flow snapshot (bad magic)")
 	}
-	if v := binary.LittleEndian.Uint32(hdr[8:]); v != snapVersion {
-		return nil, corrupt("unsupported version %d (want %d)", v, snapVersion)
+	r.version = binary.LittleEndian.Uint32(hdr[8:])
+	if r.version != 1 && r.version != snapVersion {
+		return nil, corrupt("unsupported version %d (want 1 or %d)", r.version, snapVersion)
 	}
 	if fl := binary.LittleEndian.Uint32(hdr[12:]); fl != 0 {
 		return nil, corrupt("unknown flags %#x", fl)
@@ -293,7 +315,11 @@ func (r *snapReader) readAll() ([]pending, error) {
 
 // record parses one record (after its tag) into a flow not yet in the table.
 func (r *snapReader) record() (pending, error) {
-	b := r.buf[:recordLen-1]
+	n := recordLenV1 - 1
+	if r.version >= 2 {
+		n += windowLen
+	}
+	b := r.buf[:n]
 	if err := r.read(b); err != nil {
 		return pending{}, err
 	}
@@ -328,7 +354,24 @@ func (r *snapReader) record() (pending, error) {
 	for i := range cnt {
 		cnt[i] = le.Uint64(v[40+8*i:])
 	}
-	n := int(le.Uint16(v[72:]))
+	v = v[72:]
+	assured := State(word&stMask) != StateSynSent && State(word&stMask) != StateSynRecv
+	var win [2]tcpwindow.Side
+	if r.version >= 2 {
+		if v[0] > 1 {
+			return pending{}, corrupt("bad assured byte %d", v[0])
+		}
+		assured = v[0] == 1
+		for d := range win {
+			w := v[1+16*d:]
+			win[d] = tcpwindow.Side{End: le.Uint32(w), MaxEnd: le.Uint32(w[4:]), MaxWin: le.Uint32(w[8:]), Scale: w[12], Flags: w[13]}
+			if w[12] > 14 || w[14] != 0 || w[15] != 0 {
+				return pending{}, corrupt("bad window record %x", w[:16])
+			}
+		}
+		v = v[windowLen:]
+	}
+	n = int(le.Uint16(v))
 	if n > maxRuleLen {
 		return pending{}, corrupt("rule name of %d bytes", n)
 	}
@@ -343,7 +386,14 @@ func (r *snapReader) record() (pending, error) {
 	}
 
 	k, rev := MakeKey(client, server)
-	f := &Flow{key: k, hash: r.t.hash(&k), t: r.t, created: uint32(created), clientISN: isn, plan: planValue, exempt: exempt}
+	f := allocFlow(r.t)
+	f.key, f.hash, f.created, f.clientISN, f.plan, f.exempt = k, r.t.hash(&k), uint32(created), isn, planValue, exempt
+	if assured {
+		word |= stAssured
+	}
+	for d := range win {
+		f.x.win.Store(d, win[d])
+	}
 	if rev {
 		f.bits |= flClientHigher
 	}

@@ -34,14 +34,15 @@ func TestConcurrent_Stress(t *testing.T) {
 		},
 	})
 	server := ap("198.19.0.1:443")
-	// Pinned connections stay established with traffic: never evicted, never expired, and
-	// always found.
+	// Pinned connections stay established (assured: both sides seen) with traffic: never
+	// evicted, never expired, and always found.
 	var pinned []*Flow
 	for i := range 100 {
 		f, err := tab.Adopt(netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 18, 1, byte(i)}), 1000), server, Init{})
 		if err != nil {
 			t.Fatal(err)
 		}
+		assure(f)
 		pinned = append(pinned, f)
 	}
 	created := make([][]*Flow, 3)

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/seqshiftd/seqshiftd/tcpwindow"
 )
 
 // The table's capacity, defined here and nowhere else: policy validates flows.max with
@@ -57,7 +59,7 @@ type Table struct {
 	max      int64
 	clock    Clock
 	onRemove func(*Flow)
-	timeouts atomic.Pointer[[NumStates]time.Duration]
+	timeouts atomic.Pointer[timeoutTable]
 
 	_      [64]byte
 	coarse atomic.Uint32 // Unix seconds; read by every Observe, written at most once a second
@@ -80,15 +82,17 @@ type shard struct {
 	mu    sync.Mutex
 	live  int                  // flows in idx
 	tombs int                  // deleted slots in idx
-	queue []*Flow              // embryonic flows in admission order (may hold stale entries)
+	queue []*Flow              // unassured flows in admission order (may hold stale entries)
 	qhead int                  // queue[:qhead] already consumed
 	rules map[ruleKey]*ruleRef // interned (rule, generation) pairs
 	_     [64]byte
 
-	// Per-state gauges (moved by Observe on any core, once per transition) and counters.
+	// Per-state gauges and the unassured gauge (moved by Observe and Track on any core, once
+	// per transition) and counters.
 	states                                                          [NumStates]atomic.Int64
+	unassured                                                       atomic.Int64
 	created, adopted, replaced, restored, expired, evicted, refused atomic.Uint64
-	_                                                               [72]byte // to 384 bytes
+	_                                                               [64]byte // to 384 bytes
 }
 
 type ruleKey struct {
@@ -135,14 +139,34 @@ func New(cfg Config) *Table {
 // SetTimeouts replaces the per-state timeouts (zero fields: defaults). Live flows are judged
 // by the new values from the next expiry slice on.
 func (t *Table) SetTimeouts(to Timeouts) {
-	v := to.table()
+	v := timeoutTable{state: to.table(), unassured: to.Unassured}
+	if v.unassured <= 0 {
+		v.unassured = DefaultTimeouts().Unassured
+	}
 	t.timeouts.Store(&v)
 }
 
 // Timeouts returns the timeouts in force, defaults filled in.
 func (t *Table) Timeouts() Timeouts {
 	v := t.timeouts.Load()
-	return Timeouts{v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]}
+	s := v.state
+	return Timeouts{s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7], v.unassured}
+}
+
+// timeoutTable is the timeouts in force, indexed by state, defaults filled in.
+type timeoutTable struct {
+	state     [NumStates]time.Duration
+	unassured time.Duration
+}
+
+// of returns the idle timeout of a flow whose state word is w: its state's, and no more than
+// the unassured timeout until the flow is assured.
+func (tt *timeoutTable) of(w uint32) time.Duration {
+	d := tt.state[w&stMask&7]
+	if w&stAssured == 0 {
+		d = min(d, tt.unassured)
+	}
+	return d
 }
 
 // MaxFlows returns the table's capacity.
@@ -213,9 +237,26 @@ func (t *Table) Admit(client, server netip.AddrPort, in Init) (*Flow, error) {
 	return got, err
 }
 
+// Restart replaces old, a live flow whose client sent a SYN that passed as SYNOnLive and
+// whose server answered it with a SYN-ACK (Track returned Restart), by a new flow for the new
+// connection, in StateSynSent. The client's side of its window starts from that SYN (its
+// window and options were not kept, so it is liberal); the datapath then tracks the SYN-ACK
+// on the new flow. in.ClientISN is set from the SYN. Errors as Admit; on ErrFull old stays.
+func (t *Table) Restart(old *Flow, in Init) (*Flow, error) {
+	end := old.x.synEnd.Load()
+	in.ClientISN = end - 1
+	f := t.newFlow(old.Client(), old.Server(), in, StateSynSent, t.tick())
+	f.x.win.Store(int(ClientToServer), tcpwindow.Side{End: end, MaxEnd: end, MaxWin: 1, Flags: tcpwindow.FlagLiberal})
+	f.account(ClientToServer, 0)
+	got, _, err := t.place(f, in.Rule, in.Generation, placeAdmit)
+	return got, err
+}
+
 // Adopt picks up a connection mid-stream, in StateEstablished, its offsets known at once:
-// in.ClientOffset for the client, in.Server.Value for the server (Absolute is ignored). If the
-// tuple already has a flow, Adopt returns it unchanged. ErrFull as for Admit.
+// in.ClientOffset for the client, in.Server.Value for the server (Absolute is ignored). The
+// flow is unassured until each side has had something acknowledged by the other (Track learns
+// both sides from their segments). If the tuple already has a flow, Adopt returns it
+// unchanged. ErrFull as for Admit.
 func (t *Table) Adopt(client, server netip.AddrPort, in Init) (*Flow, error) {
 	in.Server.Absolute = false
 	f := t.newFlow(client, server, in, StateEstablished, t.tick())
@@ -226,7 +267,8 @@ func (t *Table) Adopt(client, server netip.AddrPort, in Init) (*Flow, error) {
 func (t *Table) newFlow(client, server netip.AddrPort, in Init, st State, now int64) *Flow {
 	k, rev := MakeKey(client, server)
 	sec := unixSeconds(now)
-	f := &Flow{key: k, hash: t.hash(&k), t: t, created: sec, clientISN: in.ClientISN, plan: in.Server.Value, exempt: in.Exempt}
+	f := allocFlow(t)
+	f.key, f.hash, f.created, f.clientISN, f.plan, f.exempt = k, t.hash(&k), sec, in.ClientISN, in.Server.Value, in.Exempt
 	if rev {
 		f.bits |= flClientHigher
 	}
@@ -280,12 +322,13 @@ func (t *Table) place(f *Flow, rule string, gen uint64, mode placeMode) (*Flow, 
 		s.states[st].Add(1)
 		if old != nil {
 			ix.replace(at, f)
-			old.kill(anyState)
+			old.kill(anyState, false)
 			s.replaced.Add(1)
 		} else {
 			s.insert(ix, f, free, t.shift)
 		}
-		if embryonicSet.has(st) {
+		if !f.Assured() {
+			s.unassured.Add(1)
 			s.enqueue(f)
 		}
 		switch mode {
@@ -323,24 +366,25 @@ func (t *Table) removed(f *Flow) {
 	}
 }
 
-// evictOne removes one flow to make room, as conntrack's early drop: the oldest embryonic
-// flow of the first shard that has one, starting at the shard of the flow being admitted so
-// that evictions spread like the hash; failing that, the least recently seen time_wait or
-// close flow, likewise. Flows that may still carry data (established, fin_wait, close_wait,
-// last_ack) are never evicted. Reports whether it removed one.
+// evictOne removes one flow to make room, as conntrack's early drop: the oldest unassured
+// flow (embryonic, or one side never acknowledged: a blind sender's junk) of the first shard
+// that has one, starting at the shard of the flow being admitted so that evictions spread like
+// the hash; failing that, the least recently seen time_wait or close flow, likewise. Assured
+// flows that may still carry data (established, fin_wait, close_wait, last_ack) are never
+// evicted. Reports whether it removed one.
 func (t *Table) evictOne(h uint64) bool {
-	for _, set := range [...]stateSet{embryonicSet, evictClosedSet} {
+	for pass := range 2 {
 		for i := range t.shards {
 			s := &t.shards[(h+uint64(i))&t.mask]
-			if s.count(set) <= 0 {
+			if pass == 0 && s.unassured.Load() <= 0 || pass == 1 && s.count(evictClosedSet) <= 0 {
 				continue
 			}
 			s.mu.Lock()
 			var f *Flow
-			if set == embryonicSet {
-				f = s.popEmbryonic()
+			if pass == 0 {
+				f = s.popUnassured()
 			} else {
-				f = s.oldest(set)
+				f = s.oldest(evictClosedSet)
 			}
 			if f != nil {
 				s.remove(f, t)
@@ -429,24 +473,24 @@ func (s *shard) intern(name string, gen uint64) *ruleRef {
 	return r
 }
 
-// enqueue records an embryonic flow for early drop. Caller holds mu.
+// enqueue records an unassured flow for early drop. Caller holds mu.
 func (s *shard) enqueue(f *Flow) {
 	s.queue = append(s.queue, f)
 	s.tidyQueue()
 }
 
 // tidyQueue drops consumed and stale entries once they make up most of the queue, which keeps
-// its length within about twice the shard's embryonic flows at amortised O(1) per flow.
+// its length within about twice the shard's unassured flows at amortised O(1) per flow.
 func (s *shard) tidyQueue() {
 	n := len(s.queue) - s.qhead
-	stale := n > 64 && int64(n) > 2*s.count(embryonicSet)
+	stale := n > 64 && int64(n) > 2*s.unassured.Load()
 	consumed := s.qhead > 64 && s.qhead > n
 	if !stale && !consumed {
 		return
 	}
 	keep := s.queue[:0]
 	for _, f := range s.queue[s.qhead:] {
-		if st := f.state.Load(); st&stDead == 0 && embryonicSet.has(State(st&stMask)) {
+		if st := f.state.Load(); st&(stDead|stAssured) == 0 {
 			keep = append(keep, f)
 		}
 	}
@@ -457,14 +501,14 @@ func (s *shard) tidyQueue() {
 	s.queue, s.qhead = keep, 0
 }
 
-// popEmbryonic removes the oldest flow still embryonic from the queue and kills it. Caller
+// popUnassured removes the oldest flow still unassured from the queue and kills it. Caller
 // holds mu.
-func (s *shard) popEmbryonic() *Flow {
+func (s *shard) popUnassured() *Flow {
 	for s.qhead < len(s.queue) {
 		f := s.queue[s.qhead]
 		s.queue[s.qhead] = nil
 		s.qhead++
-		if f.kill(embryonicSet) {
+		if f.kill(anyState, true) {
 			return f
 		}
 	}
@@ -493,7 +537,7 @@ func (s *shard) oldest(set stateSet) *Flow {
 		if best == nil {
 			return nil
 		}
-		if best.kill(set) {
+		if best.kill(set, false) {
 			return best
 		}
 	}
@@ -535,7 +579,9 @@ func (t *Table) Stats() Stats {
 		st.Expired += s.expired.Load()
 		st.Evicted += s.evicted.Load()
 		st.Refused += s.refused.Load()
+		st.Unassured += int(s.unassured.Load())
 	}
+	st.Unassured = max(st.Unassured, 0)
 	for j, n := range st.ByState {
 		st.ByState[j] = max(n, 0) // a transition's two gauge moves may straddle the read
 		st.Active += st.ByState[j]

@@ -130,6 +130,7 @@ func TestEviction_Order(t *testing.T) {
 		if err != nil {
 			t.Fatalf("adopt %d: %v", i, err)
 		}
+		assure(f)
 		adopted = append(adopted, f)
 	}
 	want := []*Flow{synSent, synRecv, timeWait, close}
@@ -246,7 +247,7 @@ func TestStats_CountsEachKindOfChange(t *testing.T) {
 		t.Fatalf("expired %d", n)
 	}
 	st := tab.Stats()
-	want := Stats{Active: 5, Created: 10, Adopted: 5, Expired: 10}
+	want := Stats{Active: 5, Created: 10, Adopted: 5, Expired: 10, Unassured: 5} // picked up, never confirmed
 	want.ByState[StateEstablished] = 5
 	if st != want {
 		t.Fatalf("stats %+v, want %+v", st, want)

@@ -106,6 +106,11 @@ type Timeouts struct {
 	LastAck     time.Duration `yaml:"last_ack"`
 	TimeWait    time.Duration `yaml:"time_wait"`
 	Close       time.Duration `yaml:"close"`
+	// Unassured caps the timeout of a flow not yet assured (see Flow.Assured), whatever its
+	// state: it ends the junk a blind sender leaves (a spoofed SYN and a forged ACK make a
+	// flow "established" that the server never completed) without waiting for the
+	// established timeout.
+	Unassured time.Duration `yaml:"unassured"`
 }
 
 // DefaultTimeouts returns the timeouts the package comment justifies.
@@ -119,6 +124,7 @@ func DefaultTimeouts() Timeouts {
 		LastAck:     30 * time.Second,
 		TimeWait:    2 * time.Minute,
 		Close:       10 * time.Second,
+		Unassured:   5 * time.Minute,
 	}
 }
 
@@ -195,6 +201,9 @@ type Stats struct {
 	Expired  uint64         // flows removed by their state's timeout
 	Evicted  uint64         // embryonic or closing flows removed early to make room
 	Refused  uint64         // Admit/Adopt/Restore calls that found no room (ErrFull)
+	// Unassured: live flows of which one side has not yet had anything acknowledged by the
+	// other outside a SYN (embryonic ones included); evicted first, short timeout.
+	Unassured int
 }
 
 // ErrFull is returned when the table holds MaxFlows flows and none of them may be evicted. It is

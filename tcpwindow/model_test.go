@@ -35,11 +35,11 @@ type inflight struct {
 }
 
 type model struct {
-	t    *testing.T
-	rng  *rand.Rand
-	w    Conn
-	ep   [2]endpoint
-	net  []inflight
+	t      *testing.T
+	rng    *rand.Rand
+	w      Conn
+	ep     [2]endpoint
+	net    []inflight
 	mss    uint32
 	desc   string
 	forged bool // a forged segment was accepted: stop forging
