@@ -51,16 +51,36 @@
 // table's (about 360 ns on the 2-core VM that measured it, whose dependent DRAM read alone
 // costs 160 ns).
 //
-// Memory: a Flow is exactly 128 bytes (one allocator size class, two cache lines: what lookups
-// read, then what packets write); the index costs 64 bytes per seven slots at a load between
-// 7/16 and 7/8. Measured at 1,000,000 flows: about 145 bytes per flow (BenchmarkMemoryPerFlow).
+// Memory: a Flow is exactly 128 bytes (two cache lines: what lookups read, then what packets
+// write). It is allocated in one object with a 48-byte flowExt holding what packets rarely or
+// never touch on the lookup path: the window records (tcpwindow.Conn, 32 bytes, the layout of
+// the kernel map's), the table pointer and a pending-SYN number; 176 bytes, one allocation
+// per flow as before. The index costs 64 bytes per seven slots at a load between 7/16 and
+// 7/8 (BenchmarkMemoryPerFlow measures the total).
 //
-// # States and timeouts
+// # States, windows and timeouts
 //
-// The state machine follows Linux conntrack (net/netfilter/nf_conntrack_proto_tcp.c) without
-// its window tracking: Observe sees flags and payload length, not sequence numbers, so "the
-// other side acknowledged the FIN" means "the other side sent an ACK after it". Default
-// timeouts, each replaceable through [Timeouts] (a zero field keeps the default):
+// The state machine follows Linux conntrack (net/netfilter/nf_conntrack_proto_tcp.c), and
+// [Flow.Track] checks every segment's numbers against the connection's window first
+// (package tcpwindow, conntrack's tcp_in_window with RFC 5961's rules for RST and SYN):
+// a segment whose numbers a receiver would reject moves no state. In particular an RST closes
+// only at the exact left edge of the window (one merely in the window is passed on for the
+// endpoint's challenge ACK), a SYN or SYN-ACK on a synchronised connection changes nothing
+// unless the server answers the client's new SYN (a restart, see Table.Restart), FINs count
+// only in the window and only when acknowledged, and both SYNs crossing is a simultaneous
+// open of one connection (RFC 9293 3.5), not two. [Flow.Observe] is the same state machine
+// without numbers, for a datapath that tracks no windows: an ACK from the other side after a
+// FIN is then taken to acknowledge it.
+//
+// A flow is assured ([Flow.Assured], conntrack's ASSURED) once each side has had something
+// acknowledged by the other in a segment that is not a SYN. A server that completed its
+// handshake sends such a segment (data or an ACK) sooner or later; one still in SYN-RECEIVED
+// (because the client's ACK was forged, or sent to die after the gateway) sends only SYN-ACKs.
+// Picked-up flows are unassured until both sides have been seen to acknowledge each other.
+// Until then a flow is evicted before any other and its idle timeout is capped by the
+// unassured timeout.
+//
+// Default timeouts, each replaceable through [Timeouts] (a zero field keeps the default):
 //
 //	state        default  why
 //	syn_sent     75s      Linux retries a SYN after 1,2,4,...,64 s (tcp_syn_retries=6); each
@@ -79,6 +99,14 @@
 //	time_wait    2m       2*MSL with MSL 60 s, so a retransmitted last FIN is still shifted.
 //	close        10s      RST seen; short, as conntrack. Data seen after an RST revives the
 //	                      flow (see Flow.Observe).
+//	unassured    5m       caps every state's timeout until the flow is assured. conntrack's
+//	                      tcp_timeout_unacknowledged: long enough for a client that connects
+//	                      and waits for its user before the first byte, short against the
+//	                      5-day established timeout that blind junk would otherwise get. A
+//	                      full table is protected by the eviction order, not by this value;
+//	                      it bounds how long junk holds memory in a table that is not full.
+//	                      A connection that stays silent in both directions for 5 minutes
+//	                      right after its handshake (a parked pool connection) loses its flow.
 //
 // Expiry runs in the background (Table.RunExpiry) in slices: each shard lock is held for at most
 // 32 index groups (224 slots), and each tick examines only the share of the table that makes
@@ -88,16 +116,19 @@
 // # Capacity
 //
 // Config.MaxFlows bounds the live flows. When the table is full, Admit and Adopt evict, as
-// conntrack's early drop: first the oldest embryonic (syn_sent, syn_recv) flow of the first
-// shard that has one, starting at the new flow's shard (each shard queues its embryonic flows
-// in admission order); failing that, the least recently seen time_wait or close flow. If there
-// is neither, they return ErrFull and the datapath applies its when_full policy.
+// conntrack's early drop: first the oldest unassured flow (embryonic, or never confirmed by
+// both sides) of the first shard that has one, starting at the new flow's shard (each shard
+// queues its unassured flows in admission order); failing that, the least recently seen
+// time_wait or close flow. If there is neither, they return ErrFull and the datapath applies
+// its when_full policy.
 //
 // # What it must never do
 //
-// flowtable never evicts an established (or fin_wait, close_wait, last_ack) flow to admit a new
-// one, so a SYN flood cannot push out live connections; it never allocates or takes a lock in
-// Lookup or in Observe; it never holds a shard lock while calling user code (OnRemove, the
-// Range callback) or doing I/O; it never admits anything from a snapshot file that fails its
-// checks; and no other package decides the sign of an offset: callers ask Deltas.
+// flowtable never evicts an assured established (or fin_wait, close_wait, last_ack) flow to
+// admit a new one, so neither a SYN flood nor blind junk that reached "established" can push
+// out live connections; it never lets a segment whose numbers fail the window checks change a
+// flow's state (Track); it never allocates or takes a lock in Lookup, Observe or Track; it
+// never holds a shard lock while calling user code (OnRemove, the Range callback) or doing
+// I/O; it never admits anything from a snapshot file that fails its checks; and no other
+// package decides the sign of an offset: callers ask Deltas.
 package flowtable

@@ -220,11 +220,18 @@ func TestServerPlanRelative_KnownAtOnce(t *testing.T) {
 	}
 }
 
-// TestFlow_Layout pins the sizes the memory budget rests on: a 128-byte Flow (one size class,
-// the per-packet counters on the second cache line), a 40-byte key, 64-byte index groups.
+// TestFlow_Layout pins the sizes the memory budget rests on: a 128-byte Flow (the per-packet
+// counters on the second cache line) allocated with its 48-byte extension as one 176-byte
+// object (one size class), a 40-byte key, 64-byte index groups.
 func TestFlow_Layout(t *testing.T) {
 	if s := unsafe.Sizeof(Flow{}); s != 128 {
 		t.Errorf("Flow is %d bytes, want 128", s)
+	}
+	if s := unsafe.Sizeof(flowAlloc{}); s != 176 {
+		t.Errorf("a flow's allocation is %d bytes, want 176", s)
+	}
+	if o := unsafe.Offsetof(flowAlloc{}.x); o != 128 {
+		t.Errorf("extension at offset %d, want 128", o)
 	}
 	if o := unsafe.Offsetof(Flow{}.cnt); o != 64 {
 		t.Errorf("counters at offset %d, want 64", o)

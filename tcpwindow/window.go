@@ -247,8 +247,9 @@ func (c *Conn) Track(d int, seg *Segment, opening bool) Verdict {
 	switch {
 	case syn && !s.Seen():
 		// The first SYN of a side: the client's, the server's SYN-ACK, or the server's own SYN
-		// in a simultaneous open. A SYN-ACK must acknowledge the SYN exactly (RFC 793 3.4).
-		if hasAck && (!r.Seen() || ack != r.End) {
+		// in a simultaneous open. A SYN-ACK must acknowledge the SYN exactly (RFC 793 3.4):
+		// its ISN, or with TCP Fast Open (RFC 7413) the data it carried or only its ISN.
+		if hasAck && (!r.Seen() || after(ack, r.End) || after(r.MaxEnd, ack)) {
 			return DropSYNACK
 		}
 		s = synSide(seg, end, win)
@@ -259,10 +260,10 @@ func (c *Conn) Track(d int, seg *Segment, opening bool) Verdict {
 		// Handshake: a retransmission (same end), the client reopening with a higher ISN
 		// (RFC 793: "it must only be sure to use sequence numbers larger than those recently
 		// used", conntrack re-learns it), or the second side's SYN-ACK in a simultaneous open.
-		if hasAck && ack != r.End {
+		if hasAck && after(ack, r.End) {
 			return DropSYNACK
 		}
-		if end == s.End {
+		if end == s.End && (!hasAck || ack == r.End) {
 			break
 		}
 		if !after(end, s.End) || hasAck {
@@ -395,9 +396,11 @@ func (c *Conn) rst(sa, ra *atomicSide, s, r Side, seq, ack uint32, hasAck bool) 
 	return RSTInWindow
 }
 
-// synSide is a sender's record learned from its SYN.
+// synSide is a sender's record learned from its SYN. MaxEnd is the ISN + 1 until the peer's
+// SYN-ACK sets it from its window: a SYN-ACK may acknowledge anything from there to End (a
+// Fast Open server that declines the SYN's data acknowledges only the ISN).
 func synSide(seg *Segment, end, win uint32) Side {
-	s := Side{End: end, MaxEnd: end, MaxWin: max(win, 1)}
+	s := Side{End: end, MaxEnd: seg.Seq + 1, MaxWin: max(win, 1)}
 	if seg.Opts&OptWScale != 0 {
 		s.Flags |= FlagWScale
 		s.Scale = min(seg.WScale, maxScale)

@@ -188,6 +188,14 @@ func TestTrack_HandshakeRules(t *testing.T) {
 			w.Track(0, &synSeg, true)
 			return w.Track(1, &Segment{Seq: 12345, Flags: rst}, true)
 		}, DropRST},
+		{"Fast Open: SYN-ACK declining the SYN's data", func(w *Conn) Verdict {
+			w.Track(0, &Segment{Seq: c, Flags: syn, Len: 100, Window: 64240}, true)
+			return w.Track(1, &Segment{Seq: s, Ack: c + 1, Flags: synack, Window: 100}, true)
+		}, Accept},
+		{"Fast Open: SYN-ACK taking the SYN's data", func(w *Conn) Verdict {
+			w.Track(0, &Segment{Seq: c, Flags: syn, Len: 100, Window: 64240}, true)
+			return w.Track(1, &Segment{Seq: s, Ack: c + 101, Flags: synack, Window: 100}, true)
+		}, Accept},
 		{"simultaneous open: the other SYN", func(w *Conn) Verdict {
 			w.Track(0, &synSeg, true)
 			return w.Track(1, &Segment{Seq: s, Flags: syn, Window: 100}, true)
