@@ -57,7 +57,7 @@ func FuzzTrack(f *testing.F) {
 			before := [2]Side{w.Load(0), w.Load(1)}
 			v := w.Track(d, &s, b[0]&2 != 0)
 			after := [2]Side{w.Load(0), w.Load(1)}
-			if v != Accept && after != before {
+			if v != Accept && after != before && !(v == AcceptLiberal && after[d^1] == before[d^1]) {
 				t.Fatalf("%v segment %+v changed the record\n before %+v\n after  %+v", v, s, before, after)
 			}
 			if v >= NumVerdicts {

@@ -166,7 +166,9 @@ const (
 	// Accept: the numbers are acceptable; forward the segment and let its flags move the state.
 	Accept Verdict = iota
 	// AcceptLiberal: a picked-up flow's segment whose numbers fail the checks while its
-	// window scale is unknown; forwarded as conntrack's be_liberal does, but it moves nothing.
+	// window scale is unknown, forwarded as conntrack's be_liberal does. It moves no state,
+	// and of the record only the sender's own end (the side is learned from its first
+	// segment and from the data it sends).
 	AcceptLiberal
 	// RSTInWindow: an RST inside the window but not at its left edge. Forwarded so that the
 	// endpoint answers with a challenge ACK (RFC 5961 section 3.2), which a genuine sender
@@ -244,7 +246,10 @@ func (c *Conn) Track(d int, seg *Segment, opening bool) Verdict {
 	}
 
 	reinit := false // the sender's record is replaced, not advanced
+	first := false  // the sender is first seen mid-stream, by this segment
 	switch {
+	case syn && !opening:
+		return SYNOnLive
 	case syn && !s.Seen():
 		// The first SYN of a side: the client's, the server's SYN-ACK, or the server's own SYN
 		// in a simultaneous open. A SYN-ACK must acknowledge the SYN exactly (RFC 793 3.4):
@@ -254,8 +259,6 @@ func (c *Conn) Track(d int, seg *Segment, opening bool) Verdict {
 		}
 		s = synSide(seg, end, win)
 		reinit = true
-	case syn && !opening:
-		return SYNOnLive
 	case syn:
 		// Handshake: a retransmission (same end), the client reopening with a higher ISN
 		// (RFC 793: "it must only be sure to use sequence numbers larger than those recently
@@ -274,11 +277,14 @@ func (c *Conn) Track(d int, seg *Segment, opening bool) Verdict {
 	case !s.Seen():
 		// First sighting mid-stream (pick-up, or the server's side after a restart): learn
 		// what the segment shows. Its window's scale is unknown.
+		// (conntrack guesses MaxEnd as end plus the sender's own window; the peer's is what
+		// bounds it, unknown yet, so the edge starts here and moves with the peer's acks or,
+		// liberally, with the sender's data.)
 		s.End = end
 		s.MaxWin = max(win, 1)
-		s.MaxEnd = end + s.MaxWin
+		s.MaxEnd = end
 		s.Flags = s.Flags&^FlagInferred | FlagLiberal
-		reinit = true
+		reinit, first = true, true
 	}
 	if syn && (s.Flags&FlagWScale == 0 || r.Seen() && r.Flags&(FlagWScale|FlagLiberal) == 0) {
 		// RFC 7323 2.2: scaling is in force only if both SYNs carried the option. (A liberal
@@ -299,15 +305,27 @@ func (c *Conn) Track(d int, seg *Segment, opening bool) Verdict {
 
 	if !hasAck {
 		ack, sack = r.End, r.End
+	} else if r.Flags&FlagInferred != 0 && after(sack, r.End) {
+		// The other side is known only from acks, and this one acknowledges more: its
+		// inferred end moves up (it sent what was never seen here, before the pick-up).
+		r.End = sack
+		if after(sack, r.MaxEnd) {
+			r.MaxEnd = sack
+		}
 	}
 	if seq == end {
 		// No data, SYN or FIN: only the ack says anything (keep-alives, window updates, and
 		// pure ACKs that lag behind data in flight).
 		seq, end = s.End, s.End
 	}
+	// IV's slack: the data the other side may have in flight, at most the window this side
+	// advertised. On a pick-up the scale is unknown, so it is the window at the largest scale.
 	maxAck := s.MaxWin
 	if maxAck == 0 {
 		maxAck = maxAckWindow
+	}
+	if (s.Flags|r.Flags)&FlagLiberal != 0 {
+		maxAck = uint32(min(uint64(maxAck)<<maxScale, maxWindow))
 	}
 	v := Accept
 	switch {
@@ -323,17 +341,36 @@ func (c *Conn) Track(d int, seg *Segment, opening bool) Verdict {
 		v = DropAckBehind
 	}
 	if v != Accept && (s.Flags|r.Flags)&FlagLiberal != 0 {
-		if after(sack, r.End) || !after(sack, r.End-maxAck-1) {
-			// The ack is implausible: pass the segment, as conntrack's be_liberal does, but
-			// learn nothing from it and let it move no state (a blind FIN stays harmless).
+		// A pick-up: windows are known only unscaled. A segment beyond the window we know
+		// but within what the largest scale allows, with a plausible ack, is taken as the new
+		// edge of the window. Anything else is passed, as conntrack's be_liberal does, but
+		// learns nothing and moves no state (a blind FIN stays harmless).
+		rwin := uint64(maxWindow)
+		if r.Seen() {
+			rwin = min(uint64(r.MaxWin)<<maxScale, maxWindow)
+		}
+		// A FIN gets no such slack: a genuine one follows the data it ends, which already
+		// moved the edge, so only a blind one lies beyond it.
+		if v != DropSeqAhead || fin || after(seq, s.MaxEnd+uint32(rwin)) ||
+			after(sack, r.End) || !after(sack, r.End-maxAck-1) {
+			// Still learn the sender from its own numbers: its first segment (conntrack's
+			// initialisation persists too) and the data it sends. Otherwise a side learned
+			// from a keep-alive (one below its real end) and the other side's acks would
+			// keep failing against each other for good.
+			switch {
+			case first:
+				c.commit(sa, ra, s0, r0, s, r0, true)
+			case seg.Len > 0 && !fin && after(end, s.End) && !after(seq, s.MaxEnd+uint32(rwin)):
+				s.End = end
+				if after(end, s.MaxEnd) {
+					s.MaxEnd = end
+				}
+				sa.commit(s0, s)
+			}
 			return AcceptLiberal
 		}
-		// The ack is plausible and only the window, whose scale is unknown, fails: take
-		// the segment as the edge of the window.
 		v = Accept
-		if after(end, s.MaxEnd) {
-			s.MaxEnd = end
-		}
+		s.MaxEnd = end
 	}
 	if v != Accept {
 		return v
@@ -365,6 +402,12 @@ func (c *Conn) Track(d int, seg *Segment, opening bool) Verdict {
 	if hasAck && !syn && r.Flags&FlagInferred == 0 {
 		r.Flags |= FlagAcked
 	}
+	if first && fin {
+		// The sender is learned from it, but a FIN whose numbers nothing confirms moves no
+		// state and tells nothing of the other side.
+		c.commit(sa, ra, s0, r0, s, r0, reinit)
+		return AcceptLiberal
+	}
 	c.commit(sa, ra, s0, r0, s, r, reinit)
 	return Accept
 }
@@ -387,11 +430,11 @@ func (c *Conn) rst(sa, ra *atomicSide, s, r Side, seq, ack uint32, hasAck bool) 
 		}
 		return RSTInWindow
 	}
-	if after(seq, s.MaxEnd) || !after(seq, s.End-r.MaxWin-1) {
-		return DropRST
-	}
-	if seq == s.End {
+	switch {
+	case seq == s.End: // (End may be past MaxEnd: a segment may straddle the right edge)
 		return Accept
+	case after(seq, s.MaxEnd) || !after(seq, s.End-r.MaxWin-1):
+		return DropRST
 	}
 	return RSTInWindow
 }
