@@ -543,7 +543,7 @@ func (d *decoder) listenAddr(n *yaml.Node) string {
 	return s
 }
 
-var timeoutKeys = []string{"syn_sent", "syn_recv", "established", "fin_wait", "close_wait", "last_ack", "time_wait", "close"}
+var timeoutKeys = []string{"syn_sent", "syn_recv", "established", "fin_wait", "close_wait", "last_ack", "time_wait", "close", "unassured"}
 
 func (d *decoder) flows(f *Flows, n *yaml.Node) {
 	m := d.mapping(n, "flows", []string{"max", "when_full", "timeouts"})
@@ -559,7 +559,8 @@ func (d *decoder) flows(f *Flows, n *yaml.Node) {
 	if v, ok := m["timeouts"]; ok {
 		tm := d.mapping(v, "flows.timeouts", timeoutKeys)
 		dst := []*time.Duration{&f.Timeouts.SynSent, &f.Timeouts.SynRecv, &f.Timeouts.Established,
-			&f.Timeouts.FinWait, &f.Timeouts.CloseWait, &f.Timeouts.LastAck, &f.Timeouts.TimeWait, &f.Timeouts.Close}
+			&f.Timeouts.FinWait, &f.Timeouts.CloseWait, &f.Timeouts.LastAck, &f.Timeouts.TimeWait, &f.Timeouts.Close,
+			&f.Timeouts.Unassured}
 		for i, k := range timeoutKeys {
 			if tv, ok := tm[k]; ok {
 				*dst[i], _ = d.duration(tv, "flows.timeouts."+k, time.Second)

@@ -132,7 +132,7 @@ malformed: drop
 flows:
   max: 1000
   when_full: drop
-  timeouts: {syn_sent: 10s, syn_recv: 11s, established: 1h, fin_wait: 12s, close_wait: 13s, last_ack: 14s, time_wait: 15s, close: 0}
+  timeouts: {syn_sent: 10s, syn_recv: 11s, established: 1h, fin_wait: 12s, close_wait: 13s, last_ack: 14s, time_wait: 15s, close: 0, unassured: 16s}
 steering: {table: 100, priority: 200, protocol: 250}
 datapath: tun
 kernel: {mark: 0x100, pin_dir: /sys/fs/bpf/ssd}
@@ -162,7 +162,7 @@ rules:
 		Malformed:        MalformedDrop,
 		Flows: Flows{Max: 1000, WhenFull: WhenFullDrop, Timeouts: flowtable.Timeouts{
 			SynSent: 10 * time.Second, SynRecv: 11 * time.Second, Established: time.Hour, FinWait: 12 * time.Second,
-			CloseWait: 13 * time.Second, LastAck: 14 * time.Second, TimeWait: 15 * time.Second}},
+			CloseWait: 13 * time.Second, LastAck: 14 * time.Second, TimeWait: 15 * time.Second, Unassured: 16 * time.Second}},
 		Steering: Steering{Table: 100, Priority: 200, Protocol: 250},
 		Datapath: DatapathTUN,
 		Kernel:   Kernel{Mark: 0x100, PinDir: "/sys/fs/bpf/ssd"},
