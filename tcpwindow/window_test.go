@@ -3,6 +3,8 @@ package tcpwindow
 import (
 	"testing"
 	"unsafe"
+
+	"github.com/seqshiftd/seqshiftd/rewrite"
 )
 
 const (
@@ -300,5 +302,29 @@ func BenchmarkTrack_DataSegment(b *testing.B) {
 		seg.Seq += 1448
 		back.Ack = seg.Seq
 		w.Track(1, &back, false)
+	}
+}
+
+// TestSegment_ReadFromClassifiedPacket reads a segment the way the datapath will: Classify,
+// then the TCP header it located.
+func TestSegment_ReadFromClassifiedPacket(t *testing.T) {
+	pkt := []byte{
+		0x45, 0, 0, 20 + 32 + 3, 0, 0, 0x40, 0, 64, 6, 0, 0, 198, 18, 0, 1, 198, 19, 0, 1, // IPv4
+		0x9c, 0x40, 0x01, 0xbb, 0, 0, 0x10, 0, 0, 0, 0, 0, 0x80, syn, 0xfa, 0xf0, 0, 0, 0, 0, // TCP
+		1, 3, 3, 7, 1, 1, 4, 2, 0, 0, 0, 0, // NOP, wscale 7, NOP, NOP, SACK-permitted, EOL
+		'a', 'b', 'c', // Fast Open data
+	}
+	var p rewrite.Packet
+	rewrite.Classify(pkt, &p)
+	if p.Kind != rewrite.KindTCP {
+		t.Fatalf("classified as %v (%v)", p.Kind, p.Reason)
+	}
+	var s Segment
+	if !s.Read(p.TCPHeader(pkt), p.PayloadLen) {
+		t.Fatal("Read refused the classified header")
+	}
+	want := Segment{Seq: 0x1000, Flags: syn, Len: 3, Window: 0xfaf0, Opts: OptWScale | OptSACKPerm, WScale: 7}
+	if s != want {
+		t.Fatalf("segment %+v, want %+v", s, want)
 	}
 }
