@@ -246,7 +246,7 @@ func (t *Table) Restart(old *Flow, in Init) (*Flow, error) {
 	end := old.x.synEnd.Load()
 	in.ClientISN = end - 1
 	f := t.newFlow(old.Client(), old.Server(), in, StateSynSent, t.tick())
-	f.x.win.Store(int(ClientToServer), tcpwindow.Side{End: end, MaxEnd: end, MaxWin: 1, Flags: tcpwindow.FlagLiberal})
+	f.x.win.Store(int(ClientToServer), tcpwindow.Side{End: end, MaxEnd: end, MaxWin: 1, Flags: tcpwindow.FlagSeen | tcpwindow.FlagMaxEnd | tcpwindow.FlagLiberal})
 	f.account(ClientToServer, 0)
 	got, _, err := t.place(f, in.Rule, in.Generation, placeAdmit)
 	return got, err

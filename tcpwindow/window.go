@@ -10,25 +10,33 @@ const (
 	flagACK = 0x10
 )
 
-// Bits of Side.Flags.
+// Bits of Side.Flags. The low three are those of the kernel map (WIN_F_SCALE, WIN_F_END,
+// WIN_F_MAXEND in tcshift/bpf/maps.h), so that the programs and this package read one record
+// the same way; the others only the daemon sets.
 const (
-	// FlagWScale: the side's SYN carried the window-scale option.
+	// FlagWScale: the side's SYN carried the window-scale option; Scale is the shift its
+	// windows take (0 when the peer's SYN did not carry the option: RFC 7323 2.2).
 	FlagWScale uint8 = 1 << 0
+	// FlagSeen: End and MaxWin come from the side's own segments (its SYN, or its first
+	// segment seen mid-stream).
+	FlagSeen uint8 = 1 << 1
+	// FlagMaxEnd: MaxEnd holds a value.
+	FlagMaxEnd uint8 = 1 << 2
 	// FlagSACKPerm: the side's SYN carried SACK-permitted, so its acks may carry SACK blocks.
-	FlagSACKPerm uint8 = 1 << 1
+	FlagSACKPerm uint8 = 1 << 3
 	// FlagLiberal: the flow was picked up without its SYNs, so this side's window scale is
 	// unknown and its windows are underestimated (conntrack's IP_CT_TCP_FLAG_BE_LIBERAL).
-	FlagLiberal uint8 = 1 << 2
+	FlagLiberal uint8 = 1 << 4
 	// FlagInferred: End and MaxEnd were inferred from the other side's acknowledgements; the
-	// side itself has not been seen yet (MaxWin is 0).
-	FlagInferred uint8 = 1 << 3
+	// side itself has not been seen yet.
+	FlagInferred uint8 = 1 << 5
 	// FlagAcked: the other side has acknowledged, in an acceptable segment that is not a SYN,
 	// something this side sent. A SYN-ACK does not count: a server still in SYN-RECEIVED sends
 	// nothing else, so this is the proof that it holds the connection. Both sides acked is
 	// conntrack's ASSURED.
-	FlagAcked uint8 = 1 << 4
+	FlagAcked uint8 = 1 << 6
 	// FlagFIN: the side has sent a FIN (End includes it).
-	FlagFIN uint8 = 1 << 5
+	FlagFIN uint8 = 1 << 7
 )
 
 // maxAckWindow is conntrack's MAXACKWINCONST: how far back an ack may be when the acknowledging
@@ -51,7 +59,7 @@ const maxScale = 14
 //	offset 13 Flags  u8
 //	offset 14 padding, 2 bytes, zero
 //
-// A side with MaxWin 0 has not been seen.
+// A side without FlagSeen has not been seen.
 type Side struct {
 	End    uint32
 	MaxEnd uint32
@@ -62,7 +70,7 @@ type Side struct {
 }
 
 // Seen reports whether the side has sent anything the tracker learned from.
-func (s Side) Seen() bool { return s.MaxWin != 0 }
+func (s Side) Seen() bool { return s.Flags&FlagSeen != 0 }
 
 // Conn is the window state of one connection: a Side per direction, indexed like the flow
 // table's directions (0 client to server, 1 server to client). The zero value is a connection
@@ -283,7 +291,7 @@ func (c *Conn) Track(d int, seg *Segment, opening bool) Verdict {
 		s.End = end
 		s.MaxWin = max(win, 1)
 		s.MaxEnd = end
-		s.Flags = s.Flags&^FlagInferred | FlagLiberal
+		s.Flags = s.Flags&^FlagInferred | FlagLiberal | FlagSeen | FlagMaxEnd
 		reinit, first = true, true
 	}
 	if syn && (s.Flags&FlagWScale == 0 || r.Seen() && r.Flags&(FlagWScale|FlagLiberal) == 0) {
@@ -295,7 +303,7 @@ func (c *Conn) Track(d int, seg *Segment, opening bool) Verdict {
 		// The other side has not been seen: its end is where this side acknowledges it
 		// (conntrack's mid-stream trick), so that III and IV hold until it shows up.
 		r.End, r.MaxEnd = sack, sack
-		r.Flags |= FlagInferred | FlagLiberal
+		r.Flags |= FlagInferred | FlagLiberal | FlagMaxEnd
 	}
 	if syn && !hasAck {
 		// Nothing to check in a first or repeated SYN beyond the above.
@@ -393,7 +401,8 @@ func (c *Conn) Track(d int, seg *Segment, opening bool) Verdict {
 		// update we missed): widen the slack for the receiver's old segments to match.
 		r.MaxWin = min(r.MaxWin+(end-s.MaxEnd), maxWindow)
 	}
-	if hasAck && after(sack+win, r.MaxEnd-1) {
+	if hasAck && (after(sack+win, r.MaxEnd-1) || r.Flags&FlagMaxEnd == 0) {
+		r.Flags |= FlagMaxEnd
 		r.MaxEnd = sack + win
 		if win == 0 {
 			r.MaxEnd++ // room for a zero-window probe
@@ -443,7 +452,7 @@ func (c *Conn) rst(sa, ra *atomicSide, s, r Side, seq, ack uint32, hasAck bool) 
 // SYN-ACK sets it from its window: a SYN-ACK may acknowledge anything from there to End (a
 // Fast Open server that declines the SYN's data acknowledges only the ISN).
 func synSide(seg *Segment, end, win uint32) Side {
-	s := Side{End: end, MaxEnd: seg.Seq + 1, MaxWin: max(win, 1)}
+	s := Side{End: end, MaxEnd: seg.Seq + 1, MaxWin: max(win, 1), Flags: FlagSeen | FlagMaxEnd}
 	if seg.Opts&OptWScale != 0 {
 		s.Flags |= FlagWScale
 		s.Scale = min(seg.WScale, maxScale)
@@ -460,7 +469,7 @@ func (c *Conn) commit(sa, ra *atomicSide, s0, r0, s, r Side, reinit bool) {
 	} else {
 		sa.commit(s0, s)
 	}
-	if r0.MaxWin == 0 && r0.Flags&FlagInferred == 0 && r.Flags&FlagInferred != 0 {
+	if !r0.Seen() && r0.Flags&FlagInferred == 0 && r.Flags&FlagInferred != 0 {
 		ra.store(r)
 	} else {
 		ra.commit(r0, r)
