@@ -71,7 +71,7 @@ func assure(f *Flow) {
 func checkInvariants(t testing.TB, tab *Table) {
 	t.Helper()
 	var byState [NumStates]int
-	total := 0
+	total, unassured := 0, 0
 	for i := range tab.shards {
 		s := &tab.shards[i]
 		s.mu.Lock()
@@ -112,6 +112,9 @@ func checkInvariants(t testing.TB, tab *Table) {
 						t.Errorf("flow %v at slot %d/%d not found by probing", f, g, j)
 					}
 					byState[f.State()]++
+					if !f.Assured() {
+						unassured++
+					}
 				}
 			}
 		}
@@ -125,6 +128,9 @@ func checkInvariants(t testing.TB, tab *Table) {
 		s.mu.Unlock()
 	}
 	st := tab.Stats()
+	if st.Unassured != unassured {
+		t.Errorf("stats say %d unassured flows; indexes hold %d", st.Unassured, unassured)
+	}
 	if st.ByState != byState || st.Active != total || int(tab.count.Load()) != total {
 		t.Errorf("stats %v active %d count %d; indexes hold %v (%d)", st.ByState, st.Active, tab.count.Load(), byState, total)
 	}

@@ -318,8 +318,13 @@ func (t *Table) place(f *Flow, rule string, gen uint64, mode placeMode) (*Flow, 
 			return nil, false, ErrFull
 		}
 		f.rule = s.intern(rule, gen)
-		st := f.State()
-		s.states[st].Add(1)
+		// Counted before the flow is published: once in the index, a datapath goroutine may
+		// move it (and the gauges) at once.
+		w := f.state.Load()
+		s.states[w&stMask].Add(1)
+		if w&stAssured == 0 {
+			s.unassured.Add(1)
+		}
 		if old != nil {
 			ix.replace(at, f)
 			old.kill(anyState, false)
@@ -327,8 +332,7 @@ func (t *Table) place(f *Flow, rule string, gen uint64, mode placeMode) (*Flow, 
 		} else {
 			s.insert(ix, f, free, t.shift)
 		}
-		if !f.Assured() {
-			s.unassured.Add(1)
+		if w&stAssured == 0 {
 			s.enqueue(f)
 		}
 		switch mode {
