@@ -235,9 +235,14 @@ func (f *Flow) Track(d Dir, seg *tcpwindow.Segment) tcpwindow.Verdict {
 	if syn && d == ServerToClient {
 		f.ResolveServerISN(in.Seq)
 	}
-	other := f.x.win.Load(int(d.Reverse()))
-	acksFIN := ack && other.Flags&tcpwindow.FlagFIN != 0 && in.Ack == other.End
-	f.move(d, in.Flags, int(in.Len), acksFIN, f.x.win.Assured())
+	// Only what the state machine can use is looked up: whether an ACK covers a FIN matters
+	// in fin_wait and last_ack, whether the flow is assured until it is.
+	acksFIN := false
+	if ack && (st == StateFinWait || st == StateLastAck) {
+		other := f.x.win.Load(int(d.Reverse()))
+		acksFIN = other.Flags&tcpwindow.FlagFIN != 0 && in.Ack == other.End
+	}
+	f.move(d, in.Flags, int(in.Len), acksFIN, old&stAssured == 0 && f.x.win.Assured())
 	return v
 }
 
