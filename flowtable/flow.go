@@ -216,24 +216,23 @@ func (f *Flow) Track(d Dir, seg *tcpwindow.Segment) tcpwindow.Verdict {
 	old := f.state.Load()
 	st := State(old & stMask)
 	in := *seg
-	back := f.off[d.Reverse()].Load()
-	in.Ack -= back
-	in.SACK -= back
+	ackDelta := f.Deltas(d).Ack // the ack as the receiver will read it: in its own space
+	in.Ack, in.SACK = in.Ack.Add(ackDelta), in.SACK.Add(ackDelta)
 	syn, ack := in.Flags&FlagSYN != 0, in.Flags&FlagACK != 0
 	v := f.x.win.Track(int(d), &in, st == StateSynSent || st == StateSynRecv)
 	switch {
 	case v == tcpwindow.SYNOnLive && syn && !ack && d == ClientToServer:
-		f.x.synEnd.Store(in.Seq + 1)
+		f.x.synEnd.Store(uint32(in.Seq.Add(1)))
 		f.state.Or(stSYNPending)
 		return v
 	case v == tcpwindow.SYNOnLive && syn && ack && d == ServerToClient &&
-		old&stSYNPending != 0 && in.Ack == f.x.synEnd.Load():
+		old&stSYNPending != 0 && in.Ack == seqnum.Value(f.x.synEnd.Load()):
 		return tcpwindow.Restart
 	case v != tcpwindow.Accept:
 		return v
 	}
 	if syn && d == ServerToClient {
-		f.ResolveServerISN(in.Seq)
+		f.ResolveServerISN(uint32(in.Seq))
 	}
 	// Only what the state machine can use is looked up: whether an ACK covers a FIN matters
 	// in fin_wait and last_ack, whether the flow is assured until it is.

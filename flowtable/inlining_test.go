@@ -15,5 +15,6 @@ func TestInlining(t *testing.T) {
 		"Dir.Reverse", "(*Flow).State", "(*Flow).Exempt", "(*Flow).ClientISN", "(*Flow).Offset",
 		"(*Flow).Offsets", "DeltasOf", "QuoteDeltasOf", "(*Flow).Deltas", "(*Flow).QuoteDeltas",
 		"Deltas.Zero", "Deltas.Inverse",
+		"(*Flow).account", "(*Flow).NewConnection", "(*Flow).Window", "(*Flow).Assured",
 	})
 }

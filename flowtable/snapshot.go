@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/seqshiftd/seqshiftd/seqnum"
 	"github.com/seqshiftd/seqshiftd/tcpwindow"
 )
 
@@ -169,9 +170,9 @@ func (w *snapWriter) flow(f *Flow) {
 	b = append(b, uint8(word&stAssured>>8))
 	for d := range 2 {
 		w := f.x.win.Load(d)
-		b = binary.LittleEndian.AppendUint32(b, w.End)
-		b = binary.LittleEndian.AppendUint32(b, w.MaxEnd)
-		b = binary.LittleEndian.AppendUint32(b, w.MaxWin)
+		b = binary.LittleEndian.AppendUint32(b, uint32(w.End))
+		b = binary.LittleEndian.AppendUint32(b, uint32(w.MaxEnd))
+		b = binary.LittleEndian.AppendUint32(b, uint32(w.MaxWin))
 		b = append(b, w.Scale, w.Flags, 0, 0)
 	}
 	name := f.rule.name
@@ -364,7 +365,10 @@ func (r *snapReader) record() (pending, error) {
 		assured = v[0] == 1
 		for d := range win {
 			w := v[1+16*d:]
-			win[d] = tcpwindow.Side{End: le.Uint32(w), MaxEnd: le.Uint32(w[4:]), MaxWin: le.Uint32(w[8:]), Scale: w[12], Flags: w[13]}
+			win[d] = tcpwindow.Side{
+				End: seqnum.Value(le.Uint32(w)), MaxEnd: seqnum.Value(le.Uint32(w[4:])), MaxWin: seqnum.Size(le.Uint32(w[8:])),
+				Scale: w[12], Flags: w[13],
+			}
 			if w[12] > 14 || w[14] != 0 || w[15] != 0 {
 				return pending{}, corrupt("bad window record %x", w[:16])
 			}

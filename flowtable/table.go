@@ -9,15 +9,16 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/seqshiftd/seqshiftd/seqnum"
 	"github.com/seqshiftd/seqshiftd/tcpwindow"
 )
 
 // The table's capacity, defined here and nowhere else: policy validates flows.max with
 // CheckMaxFlows.
 const (
-	// DefaultMaxFlows is the capacity when Config.MaxFlows is zero: about 150 MiB when full.
+	// DefaultMaxFlows is the capacity when Config.MaxFlows is zero: about 200 MiB when full.
 	DefaultMaxFlows = 1 << 20
-	// MaxMaxFlows is the largest capacity: about 150 GiB when full, beyond any gateway this
+	// MaxMaxFlows is the largest capacity: about 200 GiB when full, beyond any gateway this
 	// runs on, and small enough that the per-shard arithmetic stays far from overflow.
 	MaxMaxFlows = 1 << 30
 )
@@ -243,8 +244,8 @@ func (t *Table) Admit(client, server netip.AddrPort, in Init) (*Flow, error) {
 // window and options were not kept, so it is liberal); the datapath then tracks the SYN-ACK
 // on the new flow. in.ClientISN is set from the SYN. Errors as Admit; on ErrFull old stays.
 func (t *Table) Restart(old *Flow, in Init) (*Flow, error) {
-	end := old.x.synEnd.Load()
-	in.ClientISN = end - 1
+	end := seqnum.Value(old.x.synEnd.Load())
+	in.ClientISN = uint32(end.Add(seqnum.Delta(1).Neg()))
 	f := t.newFlow(old.Client(), old.Server(), in, StateSynSent, t.tick())
 	f.x.win.Store(int(ClientToServer), tcpwindow.Side{End: end, MaxEnd: end, MaxWin: 1, Flags: tcpwindow.FlagSeen | tcpwindow.FlagMaxEnd | tcpwindow.FlagLiberal})
 	f.account(ClientToServer, 0)

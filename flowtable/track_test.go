@@ -18,8 +18,8 @@ import (
 type conn struct {
 	t          *testing.T
 	f          *Flow
-	c, s       uint32 // next sequence number of client and server (their own spaces)
-	offC, offS uint32
+	c, s       seqnum.Value // next sequence number of client and server (their own spaces)
+	offC, offS seqnum.Delta
 }
 
 const (
@@ -53,19 +53,19 @@ func (k *conn) want(got, want tcpwindow.Verdict) {
 }
 
 // fromClient is a segment from the client with its current numbers and the given payload.
-func (k *conn) fromClient(flags uint8, n uint32) tcpwindow.Segment {
-	return tcpwindow.Segment{Seq: k.c, Ack: k.s + k.offS, Flags: flags, Len: n, Window: 500}
+func (k *conn) fromClient(flags uint8, n seqnum.Size) tcpwindow.Segment {
+	return tcpwindow.Segment{Seq: k.c, Ack: k.s.Add(k.offS), Flags: flags, Len: n, Window: 500}
 }
 
-func (k *conn) fromServer(flags uint8, n uint32) tcpwindow.Segment {
-	return tcpwindow.Segment{Seq: k.s, Ack: k.c + k.offC, Flags: flags, Len: n, Window: 500}
+func (k *conn) fromServer(flags uint8, n seqnum.Size) tcpwindow.Segment {
+	return tcpwindow.Segment{Seq: k.s, Ack: k.c.Add(k.offC), Flags: flags, Len: n, Window: 500}
 }
 
 // establish completes the handshake and exchanges one request and response, so that the flow
 // is assured.
 func (k *conn) establish() {
 	k.t.Helper()
-	k.want(k.send(s2c, tcpwindow.Segment{Seq: sISN, Ack: k.c + k.offC, Flags: FlagSYN | FlagACK, Window: 65160, Opts: tcpwindow.OptWScale, WScale: 9}), tcpwindow.Accept)
+	k.want(k.send(s2c, tcpwindow.Segment{Seq: sISN, Ack: k.c.Add(k.offC), Flags: FlagSYN | FlagACK, Window: 65160, Opts: tcpwindow.OptWScale, WScale: 9}), tcpwindow.Accept)
 	k.s++
 	k.want(k.send(c2s, k.fromClient(FlagACK, 0)), tcpwindow.Accept)
 	k.want(k.send(c2s, k.fromClient(FlagACK, 100)), tcpwindow.Accept)
@@ -88,16 +88,16 @@ func TestTrack_BlindSegmentsChangeNoState(t *testing.T) {
 		d := Dir(i & 1)
 		switch i % 4 {
 		case 0: // RST with any sequence number but the exact one
-			seg = tcpwindow.Segment{Seq: rng.Uint32(), Flags: FlagRST}
+			seg = tcpwindow.Segment{Seq: seqnum.Value(rng.Uint32()), Flags: FlagRST}
 			if seg.Seq == k.c || seg.Seq == k.s {
 				continue
 			}
 		case 1: // SYN on the live tuple
-			seg = tcpwindow.Segment{Seq: rng.Uint32(), Flags: FlagSYN, Window: 1000}
+			seg = tcpwindow.Segment{Seq: seqnum.Value(rng.Uint32()), Flags: FlagSYN, Window: 1000}
 		case 2: // SYN-ACK "restart" acknowledging a guess
-			seg = tcpwindow.Segment{Seq: rng.Uint32(), Ack: rng.Uint32(), Flags: FlagSYN | FlagACK, Window: 1000}
+			seg = tcpwindow.Segment{Seq: seqnum.Value(rng.Uint32()), Ack: seqnum.Value(rng.Uint32()), Flags: FlagSYN | FlagACK, Window: 1000}
 		case 3: // FIN|ACK with guessed numbers
-			seg = tcpwindow.Segment{Seq: rng.Uint32(), Ack: rng.Uint32(), Flags: FlagFIN | FlagACK, Window: 1000}
+			seg = tcpwindow.Segment{Seq: seqnum.Value(rng.Uint32()), Ack: seqnum.Value(rng.Uint32()), Flags: FlagFIN | FlagACK, Window: 1000}
 		}
 		v := k.f.Track(d, &seg)
 		if v == tcpwindow.Accept || v == tcpwindow.Restart {
@@ -117,14 +117,14 @@ func TestTrack_RSTRules(t *testing.T) {
 	cases := []struct {
 		name      string
 		d         Dir
-		seq       func(k *conn) uint32
+		seq       func(k *conn) seqnum.Value
 		want      tcpwindow.Verdict
 		wantState State
 	}{
-		{"exact from the client closes", c2s, func(k *conn) uint32 { return k.c }, tcpwindow.Accept, StateClose},
-		{"exact from the server closes", s2c, func(k *conn) uint32 { return k.s }, tcpwindow.Accept, StateClose},
-		{"in window, not exact: challenge ACK, no close", c2s, func(k *conn) uint32 { return k.c + 1000 }, tcpwindow.RSTInWindow, StateEstablished},
-		{"out of window: dropped", c2s, func(k *conn) uint32 { return k.c + 1<<30 }, tcpwindow.DropRST, StateEstablished},
+		{"exact from the client closes", c2s, func(k *conn) seqnum.Value { return k.c }, tcpwindow.Accept, StateClose},
+		{"exact from the server closes", s2c, func(k *conn) seqnum.Value { return k.s }, tcpwindow.Accept, StateClose},
+		{"in window, not exact: challenge ACK, no close", c2s, func(k *conn) seqnum.Value { return k.c + 1000 }, tcpwindow.RSTInWindow, StateEstablished},
+		{"out of window: dropped", c2s, func(k *conn) seqnum.Value { return k.c + 1<<30 }, tcpwindow.DropRST, StateEstablished},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -145,9 +145,9 @@ func TestTrack_FINsCloseOnlyWhenAcknowledged(t *testing.T) {
 	k.establish()
 	// Forged FIN|ACKs: beyond the window, acknowledging the future, behind sent data.
 	for _, seg := range []tcpwindow.Segment{
-		{Seq: k.c + 1<<20, Ack: k.s + k.offS, Flags: FlagFIN | FlagACK},
-		{Seq: k.c, Ack: k.s + k.offS + 5000, Flags: FlagFIN | FlagACK},
-		{Seq: k.c - 50, Ack: k.s + k.offS, Flags: FlagFIN | FlagACK},
+		{Seq: k.c + 1<<20, Ack: k.s.Add(k.offS), Flags: FlagFIN | FlagACK},
+		{Seq: k.c, Ack: k.s.Add(k.offS) + 5000, Flags: FlagFIN | FlagACK},
+		{Seq: k.c - 50, Ack: k.s.Add(k.offS), Flags: FlagFIN | FlagACK},
 	} {
 		if v := k.f.Track(c2s, &seg); v.ChangesState() || k.f.State() != StateEstablished {
 			t.Fatalf("forged %+v: %v, state %v", seg, v, k.f.State())
@@ -187,13 +187,13 @@ func TestTrack_SYNOnLiveThenRestart(t *testing.T) {
 	}
 	k.want(k.send(c2s, tcpwindow.Segment{Seq: newISN, Flags: FlagSYN, Window: 1000}), tcpwindow.SYNOnLive)
 	// A SYN-ACK that does not acknowledge that SYN is no restart.
-	k.want(k.send(s2c, tcpwindow.Segment{Seq: 5, Ack: newISN + 2 + k.offC, Flags: FlagSYN | FlagACK}), tcpwindow.SYNOnLive)
+	k.want(k.send(s2c, tcpwindow.Segment{Seq: 5, Ack: seqnum.Value(newISN + 2).Add(k.offC), Flags: FlagSYN | FlagACK}), tcpwindow.SYNOnLive)
 	if k.f.State() != StateEstablished || k.f.removed() {
 		t.Fatal("a forged SYN-ACK changed the flow")
 	}
-	synack := tcpwindow.Segment{Seq: 5, Ack: newISN + 1 + k.offC, Flags: FlagSYN | FlagACK, Window: 1000}
+	synack := tcpwindow.Segment{Seq: 5, Ack: seqnum.Value(newISN + 1).Add(k.offC), Flags: FlagSYN | FlagACK, Window: 1000}
 	k.want(k.send(s2c, synack), tcpwindow.Restart)
-	nf, err := tab.Restart(k.f, Init{ClientOffset: seqnum.Delta(k.offC), Server: ServerPlan{Absolute: true, Value: 1 << 31}})
+	nf, err := tab.Restart(k.f, Init{ClientOffset: k.offC, Server: ServerPlan{Absolute: true, Value: 1 << 31}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -252,7 +252,7 @@ func TestTrack_SimultaneousOpen(t *testing.T) {
 func TestAssured_BlindHandshakeStaysUnassured(t *testing.T) {
 	tab, clk, rm := newTestTable(t, Config{MaxFlows: 3})
 	k := newConn(t, tab)
-	k.want(k.send(s2c, tcpwindow.Segment{Seq: sISN, Ack: k.c + k.offC, Flags: FlagSYN | FlagACK, Window: 65160}), tcpwindow.Accept)
+	k.want(k.send(s2c, tcpwindow.Segment{Seq: sISN, Ack: k.c.Add(k.offC), Flags: FlagSYN | FlagACK, Window: 65160}), tcpwindow.Accept)
 	k.s++
 	k.want(k.send(c2s, k.fromClient(FlagACK, 0)), tcpwindow.Accept)
 	k.want(k.send(c2s, k.fromClient(FlagACK, 50)), tcpwindow.Accept) // and data, which the server never gets
@@ -274,7 +274,7 @@ func TestAssured_BlindHandshakeStaysUnassured(t *testing.T) {
 	// And the unassured timeout, on a table with room.
 	tab2, clk2, _ := newTestTable(t, Config{MaxFlows: 8})
 	k2 := newConn(t, tab2)
-	k2.want(k2.send(s2c, tcpwindow.Segment{Seq: sISN, Ack: k2.c + k2.offC, Flags: FlagSYN | FlagACK, Window: 65160}), tcpwindow.Accept)
+	k2.want(k2.send(s2c, tcpwindow.Segment{Seq: sISN, Ack: k2.c.Add(k2.offC), Flags: FlagSYN | FlagACK, Window: 65160}), tcpwindow.Accept)
 	k2.s++
 	k2.want(k2.send(c2s, k2.fromClient(FlagACK, 0)), tcpwindow.Accept)
 	clk2.Advance(DefaultTimeouts().Unassured - time.Second)

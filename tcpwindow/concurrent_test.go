@@ -4,6 +4,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+
+	"github.com/seqshiftd/seqshiftd/seqnum"
 )
 
 // TestTrack_ConcurrentQueuesLoseNothing tracks one connection from three goroutines at once,
@@ -26,13 +28,13 @@ func TestTrack_ConcurrentQueuesLoseNothing(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := q; i < n; i += 2 {
-				seq := uint32(1 + i*size)
+				seq := seqnum.Value(1 + i*size)
 				if v := w.Track(0, &Segment{Seq: seq, Ack: 1, Flags: ack, Len: size, Window: 65535}, false); v != Accept {
 					bad.Add(1)
 				}
 				for {
 					cur := sent.Load()
-					if !after(seq+size, cur) || sent.CompareAndSwap(cur, seq+size) {
+					if !after(seq+size, seqnum.Value(cur)) || sent.CompareAndSwap(cur, uint32(seq+size)) {
 						break
 					}
 				}
@@ -54,7 +56,7 @@ func TestTrack_ConcurrentQueuesLoseNothing(t *testing.T) {
 	if bad.Load() != 0 {
 		t.Fatalf("%d segments refused", bad.Load())
 	}
-	if got, want := w.Load(0).End, uint32(1+n*size); got != want {
+	if got, want := w.Load(0).End, seqnum.Value(1+n*size); got != want {
 		t.Fatalf("client end %d, want %d", got, want)
 	}
 }

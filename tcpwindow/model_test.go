@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"testing"
+
+	"github.com/seqshiftd/seqshiftd/seqnum"
 )
 
 // The model: two TCP endpoints that follow RFC 9293's send and receive rules (in-order
@@ -72,7 +74,7 @@ func (m *model) gateway(d int, seg Segment, opening bool) {
 
 func (m *model) send(d int, seq, n uint32, flags uint8) {
 	e := &m.ep[d]
-	seg := Segment{Seq: seq, Ack: e.rcvNxt, Len: n, Window: e.win(), Flags: flags | flagACK}
+	seg := Segment{Seq: v(seq), Ack: v(e.rcvNxt), Len: seqnum.Size(n), Window: e.win(), Flags: flags | flagACK}
 	if m.rng.IntN(20) == 0 {
 		return // lost before the gateway: nobody sees it
 	}
@@ -83,13 +85,13 @@ func (m *model) deliver(i int) {
 	in := m.net[i]
 	m.net = append(m.net[:i], m.net[i+1:]...)
 	e, seg := &m.ep[in.to], in.seg
-	if seg.Flags&flagACK != 0 && after(seg.Ack, e.sndUna) && !after(seg.Ack, e.sndNxt) {
-		e.sndUna = seg.Ack
+	if ack := uint32(seg.Ack); seg.Flags&flagACK != 0 && later(ack, e.sndUna) && !later(ack, e.sndNxt) {
+		e.sndUna = ack
 		e.sndWnd = uint32(seg.Window) << m.ep[in.to^1].scale
 	}
 	if seg.Len > 0 {
-		if seg.Seq == e.rcvNxt {
-			e.rcvNxt += seg.Len
+		if uint32(seg.Seq) == e.rcvNxt {
+			e.rcvNxt += uint32(seg.Len)
 		}
 		m.send(in.to, e.sndNxt, 0, 0) // ACK (a duplicate one for out-of-order data)
 	}
@@ -111,11 +113,11 @@ func (m *model) forge(to int) {
 	}
 	switch kind {
 	case 0:
-		seg = Segment{Seq: near(r.rcvNxt), Flags: flagRST}
+		seg = Segment{Seq: v(near(r.rcvNxt)), Flags: flagRST}
 	case 1:
-		seg = Segment{Seq: m.rng.Uint32(), Flags: flagSYN, Window: 1000}
+		seg = Segment{Seq: v(m.rng.Uint32()), Flags: flagSYN, Window: 1000}
 	case 2:
-		seg = Segment{Seq: near(r.rcvNxt), Ack: near(r.sndNxt), Flags: flagFIN | flagACK, Window: 1000}
+		seg = Segment{Seq: v(near(r.rcvNxt)), Ack: v(near(r.sndNxt)), Flags: flagFIN | flagACK, Window: 1000}
 	}
 	before := [2]Side{m.w.Load(0), m.w.Load(1)}
 	v := m.w.Track(from, &seg, false)
@@ -135,7 +137,8 @@ func (m *model) forge(to int) {
 	if dbg {
 		m.t.Logf("FORGED %d %+v -> %v  %+v %+v", from, seg, v, m.w.Load(0), m.w.Load(1))
 	}
-	inWindow := !after(r.rcvNxt, seg.Seq) && after(r.rcvNxt+r.rcvWnd, seg.Seq)
+	sq, ak := uint32(seg.Seq), uint32(seg.Ack)
+	inWindow := !later(r.rcvNxt, sq) && later(r.rcvNxt+r.rcvWnd, sq)
 	switch kind {
 	case 0:
 		if !inWindow {
@@ -144,7 +147,7 @@ func (m *model) forge(to int) {
 	case 1:
 		m.t.Fatalf("%s: forged SYN on a live connection accepted", m.desc)
 	case 2:
-		if !inWindow || after(seg.Ack, r.sndNxt) || after(r.sndUna, seg.Ack+1<<30) {
+		if !inWindow || later(ak, r.sndNxt) || later(r.sndUna, ak+1<<30) {
 			m.t.Fatalf("%s: forged FIN %+v accepted; receiver %+v", m.desc, seg, *r)
 		}
 		// A FIN a receiver would take: the tracker may take it too. The record has moved
@@ -177,15 +180,15 @@ func runModel(t *testing.T, seed uint64) {
 	// Handshake (not lost: the model's point is what comes after it).
 	c, s := &m.ep[0], &m.ep[1]
 	synWin := func(e *endpoint) uint16 { return uint16(min(e.rcvWnd, 65535)) }
-	if v := m.w.Track(0, &Segment{Seq: isn[0], Flags: flagSYN, Window: synWin(c), Opts: opt[0], WScale: c.scale}, true); v != Accept {
+	if v := m.w.Track(0, &Segment{Seq: v(isn[0]), Flags: flagSYN, Window: synWin(c), Opts: opt[0], WScale: c.scale}, true); v != Accept {
 		t.Fatalf("SYN: %v", v)
 	}
-	if v := m.w.Track(1, &Segment{Seq: isn[1], Ack: isn[0] + 1, Flags: flagSYN | flagACK, Window: synWin(s), Opts: opt[1] & opt[0], WScale: s.scale}, true); v != Accept {
+	if v := m.w.Track(1, &Segment{Seq: v(isn[1]), Ack: v(isn[0] + 1), Flags: flagSYN | flagACK, Window: synWin(s), Opts: opt[1] & opt[0], WScale: s.scale}, true); v != Accept {
 		t.Fatalf("SYN-ACK: %v", v)
 	}
 	c.sndUna, s.sndUna = c.sndNxt, s.sndNxt
 	c.sndWnd, s.sndWnd = uint32(synWin(s)), uint32(synWin(c))
-	if v := m.w.Track(0, &Segment{Seq: c.sndNxt, Ack: c.rcvNxt, Flags: flagACK, Window: c.win()}, true); v != Accept {
+	if v := m.w.Track(0, &Segment{Seq: v(c.sndNxt), Ack: v(c.rcvNxt), Flags: flagACK, Window: c.win()}, true); v != Accept {
 		t.Fatalf("ACK: %v", v)
 	}
 	s.sndWnd = uint32(c.win()) << c.scale
@@ -234,7 +237,7 @@ func runModel(t *testing.T, seed uint64) {
 		e := &m.ep[d]
 		for e.sndUna != e.sndNxt { // retransmit what was lost, without loss now
 			seq, n := e.sndUna, min(e.sndNxt-e.sndUna, m.mss)
-			m.gatewayNoLoss(d, Segment{Seq: seq, Ack: e.rcvNxt, Len: n, Window: e.win(), Flags: flagACK})
+			m.gatewayNoLoss(d, Segment{Seq: v(seq), Ack: v(e.rcvNxt), Len: seqnum.Size(n), Window: e.win(), Flags: flagACK})
 			m.ep[d^1].rcvNxt = max32(m.ep[d^1].rcvNxt, seq+n)
 			e.sndUna = seq + n
 		}
@@ -245,7 +248,7 @@ func runModel(t *testing.T, seed uint64) {
 		return
 	}
 	d := rng.IntN(2)
-	if v := m.w.Track(d, &Segment{Seq: m.ep[d].sndNxt, Flags: flagRST}, false); v != Accept {
+	if v := m.w.Track(d, &Segment{Seq: v(m.ep[d].sndNxt), Flags: flagRST}, false); v != Accept {
 		t.Fatalf("%s: exact RST at SND.NXT %d: %v (record %+v)", m.desc, m.ep[d].sndNxt, v, m.w.Load(d))
 	}
 }
@@ -259,8 +262,13 @@ func (m *model) gatewayNoLoss(d int, seg Segment) {
 
 var dbg bool
 
+// v and later keep the model's own arithmetic in plain uint32, apart from the tracker's types.
+func v(x uint32) seqnum.Value { return seqnum.Value(x) }
+
+func later(a, b uint32) bool { return int32(a-b) > 0 }
+
 func max32(a, b uint32) uint32 {
-	if after(a, b) {
+	if later(a, b) {
 		return a
 	}
 	return b

@@ -1,6 +1,9 @@
 package tcpwindow
 
-import "github.com/seqshiftd/seqshiftd/rewrite"
+import (
+	"github.com/seqshiftd/seqshiftd/rewrite"
+	"github.com/seqshiftd/seqshiftd/seqnum"
+)
 
 // TCP option kinds the tracker reads (IANA "TCP Option Kind Numbers").
 const (
@@ -21,9 +24,9 @@ func (s *Segment) Read(tcp rewrite.TCP, payloadLen int) bool {
 	if len(tcp) < rewrite.TCPMinimumSize {
 		return false
 	}
-	s.Seq, s.Ack = tcp.SequenceNumber(), tcp.AckNumber()
+	s.Seq, s.Ack = seqnum.Value(tcp.SequenceNumber()), seqnum.Value(tcp.AckNumber())
 	s.Flags, s.Window = tcp.Flags(), tcp.WindowSize()
-	s.Len = uint32(max(payloadLen, 0))
+	s.Len = seqnum.Size(max(payloadLen, 0))
 	if doff := tcp.DataOffset(); doff > rewrite.TCPMinimumSize && doff <= len(tcp) {
 		s.readOptions(tcp.Options())
 	}
@@ -58,7 +61,7 @@ func (s *Segment) readOptions(opts []byte) {
 			s.Opts |= OptSACKPerm
 		case kind == optSACK && n >= 10 && (n-2)%8 == 0:
 			for b := 2; b+8 <= n; b += 8 {
-				right := uint32(o[b+4])<<24 | uint32(o[b+5])<<16 | uint32(o[b+6])<<8 | uint32(o[b+7])
+				right := seqnum.Value(o[b+4])<<24 | seqnum.Value(o[b+5])<<16 | seqnum.Value(o[b+6])<<8 | seqnum.Value(o[b+7])
 				if s.Opts&OptSACK == 0 || after(right, s.SACK) {
 					s.SACK = right
 				}

@@ -1,6 +1,10 @@
 package tcpwindow
 
-import "sync/atomic"
+import (
+	"sync/atomic"
+
+	"github.com/seqshiftd/seqshiftd/seqnum"
+)
 
 // TCP flag bits as in the header's flags byte (the same values as rewrite's and flowtable's).
 const (
@@ -61,9 +65,9 @@ const maxScale = 14
 //
 // A side without FlagSeen has not been seen.
 type Side struct {
-	End    uint32
-	MaxEnd uint32
-	MaxWin uint32
+	End    seqnum.Value
+	MaxEnd seqnum.Value
+	MaxWin seqnum.Size
 	Scale  uint8
 	Flags  uint8
 	_      [2]byte
@@ -87,13 +91,16 @@ type atomicSide struct {
 
 func (a *atomicSide) load() Side {
 	m := a.meta.Load()
-	return Side{End: a.end.Load(), MaxEnd: a.maxEnd.Load(), MaxWin: a.maxWin.Load(), Scale: uint8(m), Flags: uint8(m >> 8)}
+	return Side{
+		End: seqnum.Value(a.end.Load()), MaxEnd: seqnum.Value(a.maxEnd.Load()), MaxWin: seqnum.Size(a.maxWin.Load()),
+		Scale: uint8(m), Flags: uint8(m >> 8),
+	}
 }
 
 func (a *atomicSide) store(s Side) {
-	a.end.Store(s.End)
-	a.maxEnd.Store(s.MaxEnd)
-	a.maxWin.Store(s.MaxWin)
+	a.end.Store(uint32(s.End))
+	a.maxEnd.Store(uint32(s.MaxEnd))
+	a.maxWin.Store(uint32(s.MaxWin))
 	a.meta.Store(uint32(s.Scale) | uint32(s.Flags)<<8)
 }
 
@@ -109,7 +116,7 @@ func (a *atomicSide) commit(old, s Side) {
 	if s.MaxWin > old.MaxWin {
 		for {
 			w := a.maxWin.Load()
-			if w >= s.MaxWin || a.maxWin.CompareAndSwap(w, s.MaxWin) {
+			if seqnum.Size(w) >= s.MaxWin || a.maxWin.CompareAndSwap(w, uint32(s.MaxWin)) {
 				break
 			}
 		}
@@ -124,10 +131,10 @@ func (a *atomicSide) commit(old, s Side) {
 }
 
 // advance moves a forward to v in sequence space, unless it is already at or beyond v.
-func advance(a *atomic.Uint32, v uint32) {
+func advance(a *atomic.Uint32, v seqnum.Value) {
 	for {
 		cur := a.Load()
-		if !after(v, cur) || a.CompareAndSwap(cur, v) {
+		if !after(v, seqnum.Value(cur)) || a.CompareAndSwap(cur, uint32(v)) {
 			return
 		}
 	}
@@ -149,13 +156,13 @@ func (c *Conn) Assured() bool {
 // Segment is what the tracker needs to know of a TCP segment. [Segment.Read] fills it from
 // the TCP header.
 type Segment struct {
-	Seq, Ack uint32 // Ack is meaningful only with the ACK flag
-	Len      uint32 // payload bytes (of a whole GSO super-packet: its sequence space is contiguous)
-	Window   uint16 // the window field, unscaled
-	Flags    uint8  // the TCP flags byte
-	Opts     uint8  // Opt* bits: which options the header carried
-	WScale   uint8  // the window-scale option's shift (with OptWScale), capped at 14
-	SACK     uint32 // the highest SACK right edge (with OptSACK)
+	Seq, Ack seqnum.Value // Ack is meaningful only with the ACK flag
+	Len      seqnum.Size  // payload bytes (of a whole GSO super-packet: its sequence space is contiguous)
+	Window   uint16       // the window field, unscaled
+	Flags    uint8        // the TCP flags byte
+	Opts     uint8        // Opt* bits: which options the header carried
+	WScale   uint8        // the window-scale option's shift (with OptWScale), capped at 14
+	SACK     seqnum.Value // the highest SACK right edge (with OptSACK)
 }
 
 // Bits of Segment.Opts.
@@ -218,6 +225,10 @@ func (v Verdict) String() string {
 	return "unknown"
 }
 
+// VerdictNames returns every verdict's label in Verdict order, for a counter family indexed by
+// Verdict (counter.Each(tcpwindow.VerdictNames()...)).
+func VerdictNames() []string { return verdictNames[:] }
+
 // Forward reports whether the segment is to be forwarded.
 func (v Verdict) Forward() bool { return v < DropSeqAhead }
 
@@ -236,18 +247,18 @@ func (c *Conn) Track(d int, seg *Segment, opening bool) Verdict {
 	flags := seg.Flags
 	syn, fin, rst, hasAck := flags&flagSYN != 0, flags&flagFIN != 0, flags&flagRST != 0, flags&flagACK != 0
 	seq, ack := seg.Seq, seg.Ack
-	end := seq + seg.Len
+	end := fwd(seq, seg.Len)
 	if syn {
-		end++
+		end = end.Add(1)
 	}
 	if fin {
-		end++
+		end = end.Add(1)
 	}
 	sack := ack
 	if seg.Opts&OptSACK != 0 && after(seg.SACK, ack) {
 		sack = seg.SACK
 	}
-	win := uint32(seg.Window)
+	win := seqnum.Size(seg.Window)
 
 	if rst {
 		return c.rst(sa, ra, s, r, seq, ack, hasAck)
@@ -333,19 +344,19 @@ func (c *Conn) Track(d int, seg *Segment, opening bool) Verdict {
 		maxAck = maxAckWindow
 	}
 	if (s.Flags|r.Flags)&FlagLiberal != 0 {
-		maxAck = uint32(min(uint64(maxAck)<<maxScale, maxWindow))
+		maxAck = seqnum.Size(min(uint64(maxAck)<<maxScale, maxWindow))
 	}
 	v := Accept
 	switch {
 	case after(seq, s.MaxEnd):
 		v = DropSeqAhead
-	case !after(end, s.End-r.MaxWin-1), fin && after(s.End, end):
+	case !after(end, back(s.End, r.MaxWin+1)), fin && after(s.End, end):
 		// Wholly a window behind; or a FIN behind data the side already sent, which no TCP
 		// sends (the FIN is its last sequence number), so only a blind sender would.
 		v = DropSeqBehind
 	case after(sack, r.End):
 		v = DropAckAhead
-	case !after(sack, r.End-maxAck-1):
+	case !after(sack, back(r.End, maxAck+1)):
 		v = DropAckBehind
 	}
 	if v != Accept && (s.Flags|r.Flags)&FlagLiberal != 0 {
@@ -359,8 +370,8 @@ func (c *Conn) Track(d int, seg *Segment, opening bool) Verdict {
 		}
 		// A FIN gets no such slack: a genuine one follows the data it ends, which already
 		// moved the edge, so only a blind one lies beyond it.
-		if v != DropSeqAhead || fin || after(seq, s.MaxEnd+uint32(rwin)) ||
-			after(sack, r.End) || !after(sack, r.End-maxAck-1) {
+		if v != DropSeqAhead || fin || after(seq, fwd(s.MaxEnd, seqnum.Size(rwin))) ||
+			after(sack, r.End) || !after(sack, back(r.End, maxAck+1)) {
 			// Still learn the sender from its own numbers: its first segment (conntrack's
 			// initialisation persists too) and the data it sends. Otherwise a side learned
 			// from a keep-alive (one below its real end) and the other side's acks would
@@ -368,7 +379,7 @@ func (c *Conn) Track(d int, seg *Segment, opening bool) Verdict {
 			switch {
 			case first:
 				c.commit(sa, ra, s0, r0, s, r0, true)
-			case seg.Len > 0 && !fin && after(end, s.End) && !after(seq, s.MaxEnd+uint32(rwin)):
+			case seg.Len > 0 && !fin && after(end, s.End) && !after(seq, fwd(s.MaxEnd, seqnum.Size(rwin))):
 				s.End = end
 				if after(end, s.MaxEnd) {
 					s.MaxEnd = end
@@ -387,7 +398,7 @@ func (c *Conn) Track(d int, seg *Segment, opening bool) Verdict {
 	if !syn {
 		win <<= s.Scale
 	}
-	if swin := win + (sack - ack); s.MaxWin < swin {
+	if swin := win + seqnum.Size(sack.Sub(ack)); s.MaxWin < swin {
 		s.MaxWin = swin
 	}
 	if after(end, s.End) {
@@ -399,13 +410,13 @@ func (c *Conn) Track(d int, seg *Segment, opening bool) Verdict {
 	if r.Seen() && after(end, s.MaxEnd) {
 		// The sender went beyond the window we knew of (a liberal pick-up, or a window
 		// update we missed): widen the slack for the receiver's old segments to match.
-		r.MaxWin = min(r.MaxWin+(end-s.MaxEnd), maxWindow)
+		r.MaxWin = min(r.MaxWin+seqnum.Size(end.Sub(s.MaxEnd)), maxWindow)
 	}
-	if hasAck && (after(sack+win, r.MaxEnd-1) || r.Flags&FlagMaxEnd == 0) {
+	if hasAck && (!fwd(sack, win).LessThan(r.MaxEnd) || r.Flags&FlagMaxEnd == 0) {
 		r.Flags |= FlagMaxEnd
-		r.MaxEnd = sack + win
+		r.MaxEnd = fwd(sack, win)
 		if win == 0 {
-			r.MaxEnd++ // room for a zero-window probe
+			r.MaxEnd = r.MaxEnd.Add(1) // room for a zero-window probe
 		}
 	}
 	if hasAck && !syn && r.Flags&FlagInferred == 0 {
@@ -422,7 +433,7 @@ func (c *Conn) Track(d int, seg *Segment, opening bool) Verdict {
 }
 
 // rst applies RFC 5961 section 3.2 to an RST from the side sa.
-func (c *Conn) rst(sa, ra *atomicSide, s, r Side, seq, ack uint32, hasAck bool) Verdict {
+func (c *Conn) rst(sa, ra *atomicSide, s, r Side, seq, ack seqnum.Value, hasAck bool) Verdict {
 	switch {
 	case !s.Seen() && s.Flags&FlagInferred == 0:
 		// Nothing known of the sender: the RST answers the other side's SYN or first segment.
@@ -442,7 +453,7 @@ func (c *Conn) rst(sa, ra *atomicSide, s, r Side, seq, ack uint32, hasAck bool) 
 	switch {
 	case seq == s.End: // (End may be past MaxEnd: a segment may straddle the right edge)
 		return Accept
-	case after(seq, s.MaxEnd) || !after(seq, s.End-r.MaxWin-1):
+	case after(seq, s.MaxEnd) || !after(seq, back(s.End, r.MaxWin+1)):
 		return DropRST
 	}
 	return RSTInWindow
@@ -451,8 +462,8 @@ func (c *Conn) rst(sa, ra *atomicSide, s, r Side, seq, ack uint32, hasAck bool) 
 // synSide is a sender's record learned from its SYN. MaxEnd is the ISN + 1 until the peer's
 // SYN-ACK sets it from its window: a SYN-ACK may acknowledge anything from there to End (a
 // Fast Open server that declines the SYN's data acknowledges only the ISN).
-func synSide(seg *Segment, end, win uint32) Side {
-	s := Side{End: end, MaxEnd: seg.Seq + 1, MaxWin: max(win, 1), Flags: FlagSeen | FlagMaxEnd}
+func synSide(seg *Segment, end seqnum.Value, win seqnum.Size) Side {
+	s := Side{End: end, MaxEnd: seg.Seq.Add(1), MaxWin: max(win, 1), Flags: FlagSeen | FlagMaxEnd}
 	if seg.Opts&OptWScale != 0 {
 		s.Flags |= FlagWScale
 		s.Scale = min(seg.WScale, maxScale)
@@ -477,4 +488,10 @@ func (c *Conn) commit(sa, ra *atomicSide, s0, r0, s, r Side, reinit bool) {
 }
 
 // after reports whether a comes after b in sequence space.
-func after(a, b uint32) bool { return int32(a-b) > 0 }
+func after(a, b seqnum.Value) bool { return b.LessThan(a) }
+
+// fwd is v moved forward by n: the end of n bytes from v.
+func fwd(v seqnum.Value, n seqnum.Size) seqnum.Value { return v.Add(seqnum.Delta(n)) }
+
+// back is v moved back by n: the start of a window of n that ends at v.
+func back(v seqnum.Value, n seqnum.Size) seqnum.Value { return v.Add(seqnum.Delta(n).Neg()) }

@@ -5,6 +5,7 @@ import (
 	"unsafe"
 
 	"github.com/seqshiftd/seqshiftd/rewrite"
+	"github.com/seqshiftd/seqshiftd/seqnum"
 )
 
 const (
@@ -18,7 +19,7 @@ const (
 
 // handshake tracks a client SYN (isn c, window scale 7), the server's SYN-ACK (isn s, scale 9)
 // and the client's ACK, as a test's starting point.
-func handshake(t *testing.T, c, s uint32) *Conn {
+func handshake(t *testing.T, c, s seqnum.Value) *Conn {
 	t.Helper()
 	var w Conn
 	steps := []struct {
@@ -65,7 +66,7 @@ func TestSide_LayoutIsTheKernelMapRecord(t *testing.T) {
 }
 
 func TestTrack_HandshakeLearnsScaleAndAssuresOnlyAfterBothAck(t *testing.T) {
-	var c, s uint32 = 0xfffffff0, 1000 // the client's sequence space wraps during the test
+	var c, s seqnum.Value = 0xfffffff0, 1000 // the client's sequence space wraps during the test
 	w := handshake(t, c, s)
 	cs, ss := w.Load(0), w.Load(1)
 	if cs.Scale != 7 || ss.Scale != 9 {
@@ -105,7 +106,7 @@ func TestTrack_ScalingNeedsBothSYNs(t *testing.T) {
 // TestTrack_Rules is one row per acceptance rule, each on a fresh connection after the
 // handshake of client ISN 1000, server ISN 5000000, plus 100 bytes from the client acknowledged.
 func TestTrack_Rules(t *testing.T) {
-	var c, s uint32 = 1000, 5000000
+	var c, s seqnum.Value = 1000, 5000000
 	setup := func(t *testing.T) *Conn {
 		w := handshake(t, c, s)
 		w.Track(0, &Segment{Seq: c + 1, Ack: s + 1, Flags: ack, Len: 100, Window: 502}, false)
