@@ -227,7 +227,7 @@ func (v Verdict) String() string {
 
 // VerdictNames returns every verdict's label in Verdict order, for a counter family indexed by
 // Verdict (counter.Each(tcpwindow.VerdictNames()...)).
-func VerdictNames() []string { return verdictNames[:] }
+func VerdictNames() []string { return append([]string(nil), verdictNames[:]...) }
 
 // Forward reports whether the segment is to be forwarded.
 func (v Verdict) Forward() bool { return v < DropSeqAhead }
