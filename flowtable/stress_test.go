@@ -7,9 +7,12 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/seqshiftd/seqshiftd/seqnum"
+	"github.com/seqshiftd/seqshiftd/tcpwindow"
 )
 
-// TestConcurrent_Stress runs the datapath's calls (Lookup, Admit, Adopt, Observe,
+// TestConcurrent_Stress runs the datapath's calls (Lookup, Admit, Adopt, Observe, Track,
 // ResolveServerISN) on several goroutines against expiry, eviction, Range, Stats and
 // Snapshot, on a small table with few shards so that they collide. Under -race it checks the
 // memory model; in any mode it checks that a live flow is never missed by a lookup while its
@@ -70,7 +73,13 @@ func TestConcurrent_Stress(t *testing.T) {
 					created[g] = append(created[g], f)
 					dir = c2s
 				}
-				switch rng.IntN(6) {
+				switch rng.IntN(7) {
+				case 6: // a segment with numbers, through the window tracker (from any side)
+					flags := [...]uint8{SYN, SYN | ACK, ACK, FIN | ACK, RST}[rng.IntN(5)]
+					f.Track(Dir(rng.IntN(2)), &tcpwindow.Segment{
+						Seq: seqnum.Value(rng.Uint32() % 4096), Ack: seqnum.Value(rng.Uint32() % 4096),
+						Flags: flags, Len: seqnum.Size(rng.IntN(100)), Window: 1000,
+					})
 				case 0:
 					f.Observe(dir.Reverse(), SYN|ACK, 0)
 					f.ResolveServerISN(rng.Uint32())
