@@ -14,7 +14,8 @@
 // # What is tracked
 //
 // Per direction (the sender of that direction), conntrack's td_end, td_maxend, td_maxwin and
-// td_scale:
+// td_scale, each side in its own sequence space (a segment's seq as its sender wrote it, its
+// ack as its receiver will read it: flowtable converts acks through the flow's offsets):
 //
 //	End     the highest sequence number the sender has used, plus one (seq + len + SYN + FIN)
 //	MaxEnd  the highest the sender may use: the receiver's highest ack + its window, plus one
@@ -43,10 +44,16 @@
 //     answers such a SYN into a restart. During the handshake a SYN-ACK must acknowledge the SYN
 //     exactly ([DropSYNACK] otherwise), and a SYN from the other side is a simultaneous open.
 //   - Pick-up without the SYNs (conntrack's loose pick-up): a side first seen mid-stream is
-//     learned from its segment, and the side it acknowledges is inferred from the ack. Such a
-//     flow is liberal ([FlagLiberal]): the window scale is unknown, so a segment whose ack is
-//     plausible passes even beyond the window, and one whose numbers fail passes unchanged
-//     ([AcceptLiberal]) without moving any state. RSTs and FINs get no such slack.
+//     learned from its segment, and the side it acknowledges is inferred from the ack (and
+//     follows later acks until it is seen). Such a flow is liberal ([FlagLiberal]): windows
+//     are known only unscaled, so data beyond the known window but within what scale 14 would
+//     allow passes when its ack is plausible (the ack slack is likewise the window at scale
+//     14), and a segment that fails anyway is forwarded without moving any state
+//     ([AcceptLiberal]); the sender's own end still follows its data. RSTs get no slack (only
+//     the exact one closes; from a side not yet seen, exact means the other side's last ack,
+//     which is what a host without the connection answers with). FINs get no window slack,
+//     and a FIN that is the first thing seen of its side moves nothing. A pick-up cannot tell
+//     a forged first segment from a real one; such a flow stays unassured.
 //
 // # Concurrency
 //
