@@ -121,15 +121,6 @@ type Packet struct {
 	edges              uint64
 }
 
-// TCPHeader returns the TCP header, options included, of a KindTCP packet that Classify filled p
-// from; nil for any other kind. The window tracker reads the window and options through it.
-func (p *Packet) TCPHeader(pkt []byte) TCP {
-	if p.Kind != KindTCP || int(p.tcp+p.tcpLen) > len(pkt) {
-		return nil
-	}
-	return TCP(pkt[p.tcp : p.tcp+p.tcpLen])
-}
-
 // Classify parses pkt, which starts at an IPv4 or IPv6 header, and fills p. It never allocates,
 // never writes to pkt and never reads outside it.
 func Classify(pkt []byte, p *Packet) {

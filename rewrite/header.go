@@ -134,7 +134,6 @@ const (
 	tcpAckNum       = 8
 	tcpDataOffset   = 12
 	tcpFlags        = 13
-	tcpWindow       = 14
 	tcpChecksum     = 16
 	tcpQuoteMinimum = 8  // ports and seq: what RFC 792 guarantees an ICMP error quotes
 	tcpQuoteFlags   = 14 // up to the flags: the quoted ack is known to be valid
@@ -173,9 +172,6 @@ func (b TCP) DataOffset() int { return int(b[tcpDataOffset]>>4) * 4 }
 
 // Flags returns the flags byte (FlagFIN ... FlagACK, plus URG, ECE, CWR).
 func (b TCP) Flags() uint8 { return b[tcpFlags] }
-
-// WindowSize returns the window field as sent, before any RFC 7323 scaling.
-func (b TCP) WindowSize() uint16 { return binary.BigEndian.Uint16(b[tcpWindow:]) }
 
 // Checksum returns the checksum field.
 func (b TCP) Checksum() uint16 { return binary.BigEndian.Uint16(b[tcpChecksum:]) }

@@ -14,8 +14,8 @@ const (
 	optSACK     = 5 // RFC 2018, 2 + 8n
 )
 
-// Read fills s from a TCP header (options included, as rewrite.Packet.TCPHeader returns it)
-// and the segment's payload length. It reads only within tcp and never allocates; a header
+// Read fills s from a TCP header (options included, as rewrite.Packet.TCPHeader returns it for
+// a KindTCP packet; not for an ICMP quote) and the segment's payload length. It reads only within tcp and never allocates; a header
 // shorter than 20 bytes leaves s zero and reports false. Options are read up to the first
 // malformed one (Classify has already rejected such packets; the tracker only needs to stay
 // in bounds).
