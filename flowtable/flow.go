@@ -199,10 +199,13 @@ func (f *Flow) Observe(d Dir, flags uint8, payloadLen int) {
 }
 
 // Track checks a segment travelling in direction d against the connection's window (see
-// package tcpwindow) and, if its numbers are acceptable, lets it move the state. It accounts
-// the segment's packet and bytes, whatever the verdict. seg is as read from the packet before
-// any shift (Segment.Read); Track moves its ack and SACK edge into the receiver's own sequence
+// package tcpwindow) and, if its numbers are acceptable, lets it move the state. seg is as
+// read from the packet before any shift (Segment.Read); Track moves its ack and SACK edge into the receiver's own sequence
 // space with the flow's offsets, as the window records keep each side in its own space.
+//
+// A forwarded segment is counted in the flow's packets and bytes; only one whose numbers hold
+// (Accept, AcceptLiberal) restarts the flow's idle time, so that blind segments cannot keep
+// junk alive.
 //
 // For a SYN-ACK from the server, the server's ISN is resolved here (ResolveServerISN). A
 // client SYN on a synchronised connection is passed as SYNOnLive and remembered; a SYN-ACK
@@ -212,7 +215,19 @@ func (f *Flow) Observe(d Dir, flags uint8, payloadLen int) {
 // allocate.
 func (f *Flow) Track(d Dir, seg *tcpwindow.Segment) tcpwindow.Verdict {
 	d &= 1
-	f.account(d, int(seg.Len))
+	v := f.track(d, seg)
+	// Counted if forwarded; idle time restarts only for segments whose numbers hold, as
+	// conntrack refreshes its timeout: blind SYNs or junk must not keep a flow alive.
+	if v.Forward() {
+		f.count(d, int(seg.Len))
+	}
+	if v == tcpwindow.Accept || v == tcpwindow.AcceptLiberal {
+		f.touch()
+	}
+	return v
+}
+
+func (f *Flow) track(d Dir, seg *tcpwindow.Segment) tcpwindow.Verdict {
 	old := f.state.Load()
 	st := State(old & stMask)
 	in := *seg
@@ -275,11 +290,21 @@ func (f *Flow) Assured() bool { return f.state.Load()&stAssured != 0 }
 
 // account counts one packet of direction d and refreshes the last-seen time.
 func (f *Flow) account(d Dir, payloadLen int) {
+	f.count(d, payloadLen)
+	f.touch()
+}
+
+// count counts one packet of direction d and its payload bytes.
+func (f *Flow) count(d Dir, payloadLen int) {
 	c := &f.cnt[d]
 	c.packets.Add(1)
 	if payloadLen > 0 {
 		c.bytes.Add(uint64(payloadLen))
 	}
+}
+
+// touch refreshes the last-seen time (written at most once a second).
+func (f *Flow) touch() {
 	if now := f.x.t.coarse.Load(); f.lastSeen.Load() != now {
 		f.lastSeen.Store(now)
 	}

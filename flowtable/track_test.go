@@ -391,3 +391,26 @@ func BenchmarkTrack(b *testing.B) {
 }
 
 func crc32Castagnoli(b []byte) uint32 { return crc32.Checksum(b, castagnoli) }
+
+// TestTrack_BlindSegmentsKeepNoFlowAlive: SYNs and out-of-window segments on an unassured
+// flow do not restart its idle time, so junk cannot be kept alive by more junk.
+func TestTrack_BlindSegmentsKeepNoFlowAlive(t *testing.T) {
+	tab, clk, _ := newTestTable(t, Config{MaxFlows: 8})
+	k := newConn(t, tab)
+	k.want(k.send(s2c, tcpwindow.Segment{Seq: sISN, Ack: k.c.Add(k.offC), Flags: FlagSYN | FlagACK, Window: 65160}), tcpwindow.Accept)
+	k.s++
+	k.want(k.send(c2s, k.fromClient(FlagACK, 0)), tcpwindow.Accept)
+	for range 10 {
+		clk.Advance(time.Minute)
+		tab.tick()
+		k.want(k.send(c2s, tcpwindow.Segment{Seq: 12345, Flags: FlagSYN, Window: 1000}), tcpwindow.SYNOnLive)
+		k.want(k.send(c2s, tcpwindow.Segment{Seq: k.c + 1<<30, Ack: k.s.Add(k.offS), Flags: FlagACK, Len: 10}), tcpwindow.DropSeqAhead)
+		tab.expireAll()
+	}
+	if !k.f.removed() {
+		t.Fatal("an unassured flow fed only blind segments for 10 minutes is still there")
+	}
+	if c := k.f.Counters(c2s); c.Packets != 2+10 {
+		t.Errorf("c2s packets %d, want the 2 handshake segments and the 10 forwarded SYNs", c.Packets)
+	}
+}
