@@ -34,7 +34,7 @@
 //     expired, evicted or replaced touches a dead flow (its counters and clock) and nothing
 //     else; the garbage collector frees it when the last pointer goes. This is why the index
 //     stores pointers rather than slab indices.
-//   - Per-packet updates (Observe, Offset) are atomics on the flow itself: a connection is
+//   - Per-packet updates (Observe, Track, Offset) are atomics on the flow itself: a connection is
 //     mostly served by one core, so they do not bounce between cores. The table keeps no
 //     table-wide per-packet counter; per-state gauges and the created/expired/... counters live
 //     in the shards and change once per state transition or per connection. The one
