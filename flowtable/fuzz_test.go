@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/seqshiftd/seqshiftd/tcpwindow"
 )
 
 // FuzzRestore feeds arbitrary bytes to the snapshot reader: it must never panic, and whatever
@@ -18,6 +20,7 @@ func FuzzRestore(f *testing.F) {
 		flows = append(flows, fl)
 	}
 	handshake(flows[0])
+	flows[1].Track(ClientToServer, &tcpwindow.Segment{Seq: 100, Flags: FlagSYN, Window: 1000, Opts: tcpwindow.OptWScale, WScale: 7})
 	path := filepath.Join(f.TempDir(), "seed.state")
 	if err := tab.Snapshot(path); err != nil {
 		f.Fatal(err)
@@ -27,6 +30,7 @@ func FuzzRestore(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Add(seed)
+	f.Add(toVersion1(f, seed))
 	f.Add(seed[:headerLen])
 	f.Add([]byte(snapMagic))
 	f.Fuzz(func(t *testing.T, data []byte) {

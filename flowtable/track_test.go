@@ -353,7 +353,7 @@ func TestRestore_ReadsVersion1(t *testing.T) {
 
 // toVersion1 rewrites a version-2 snapshot as version 1: the same records without the
 // assured byte and the windows, a new trailer.
-func toVersion1(t *testing.T, b []byte) []byte {
+func toVersion1(t testing.TB, b []byte) []byte {
 	t.Helper()
 	out := append([]byte(nil), b[:headerLen]...)
 	out[8] = 1
