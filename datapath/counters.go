@@ -7,6 +7,7 @@ import (
 	"github.com/seqshiftd/seqshiftd/counter"
 	"github.com/seqshiftd/seqshiftd/flowtable"
 	"github.com/seqshiftd/seqshiftd/rewrite"
+	"github.com/seqshiftd/seqshiftd/tcpwindow"
 )
 
 // Pass says why a packet was written back without a rewrite.
@@ -83,6 +84,12 @@ var (
 		Help:   "Tracked connections replaced by a new connection on the same tuple whose SYN-ACK showed the server had accepted it.",
 		Status: "flows_restarted",
 	}
+	// Indexed by tcpwindow.Verdict.
+	counterVerdicts = &counter.Desc{
+		Name:   "tracked_segments_total",
+		Help:   "TCP segments of tracked flows the daemon judged against the connection's window, by verdict (accept and the accept_*, rst_in_window and syn_on_live ones are forwarded, the drop_* ones dropped; only accept changes a flow's state). With the kernel datapath only the segments the programs hand to the daemon are judged here.",
+		Labels: []string{"verdict"}, Values: counter.Each(tcpwindow.VerdictNames()...), Status: "verdict_%s",
+	}
 	// Indexed by KernelOp.
 	counterKernel = &counter.Desc{
 		Name:   "kernel_map_operations_total",
@@ -98,7 +105,7 @@ var (
 
 	table = counter.NewTable(counterRewrittenPackets, counterRewrittenBytes, counterICMPTranslated,
 		counterPassed, counterMalformed, counterExempt, counterRefused, counterAdopted,
-		counterRestarted, counterKernel, counterErrors)
+		counterRestarted, counterVerdicts, counterKernel, counterErrors)
 )
 
 // KernelOp indexes counterKernel.
@@ -158,7 +165,10 @@ func (c *Counters) exempt(e flowtable.Exempt) {
 }
 func (c *Counters) inc(d *counter.Desc) { c.b.Inc(d, 0) }
 func (c *Counters) kernel(op KernelOp)  { c.b.Inc(counterKernel, int(op)) }
-func (c *Counters) failed(op int)       { c.b.Inc(counterErrors, op) }
+func (c *Counters) verdict(v tcpwindow.Verdict) {
+	c.b.Inc(counterVerdicts, int(v))
+}
+func (c *Counters) failed(op int) { c.b.Inc(counterErrors, op) }
 
 // Descs implements counter.Set: the datapath's counter families.
 func (e *Engine) Descs() []*counter.Desc { return table.Descs() }

@@ -22,6 +22,7 @@ import (
 	"github.com/seqshiftd/seqshiftd/policy"
 	"github.com/seqshiftd/seqshiftd/rewrite"
 	"github.com/seqshiftd/seqshiftd/seqnum"
+	"github.com/seqshiftd/seqshiftd/tcpwindow"
 	"github.com/seqshiftd/seqshiftd/tcshift"
 	"github.com/seqshiftd/seqshiftd/tun"
 )
@@ -180,7 +181,11 @@ func (e *Engine) handleTCP(c *Counters, pol *Policy, pkt []byte, p *rewrite.Pack
 	f, dir, ok := e.table.Lookup(src, dst)
 	switch {
 	case p.Flags&(rewrite.FlagSYN|rewrite.FlagACK) == rewrite.FlagSYN:
-		if !ok || !sameConnection(f, dir, p.Seq) {
+		// A SYN opens a connection only where there is none, or where the tracked one is over
+		// or still opening with another ISN (NewConnection): a SYN on a live connection is
+		// judged by Track below (RFC 5961), and the server's own SYN while the client's is
+		// unanswered is a simultaneous open of the same connection.
+		if !ok || f.NewConnection(dir, p.Seq) {
 			var admitted bool
 			if f, admitted = e.admit(c, pol, src, dst, p, meta.Hook == tcshift.HookEgress); !admitted {
 				return pol.Config.Flows.WhenFull != policy.WhenFullDrop
@@ -192,13 +197,26 @@ func (e *Engine) handleTCP(c *Counters, pol *Policy, pkt []byte, p *rewrite.Pack
 			c.passed(PassNoFlow)
 			return true
 		}
-	case dir == flowtable.ServerToClient && p.Flags&(rewrite.FlagSYN|rewrite.FlagACK) == rewrite.FlagSYN|rewrite.FlagACK:
-		if restarted(f, p.Ack) {
-			f = e.restart(c, pol, f, p.Ack)
-		}
-		f.ResolveServerISN(p.Seq)
 	}
-	f.Observe(dir, p.Flags, p.PayloadLen)
+	if e.kernel != nil && f.KernelMode() == flowtable.KernelShift {
+		// The kernel shifted this flow's data and learned its window meanwhile; the segment
+		// now in hand (a FIN, an RST, a SYN) is judged against what it learned.
+		e.loadWindow(f)
+	}
+	var seg tcpwindow.Segment
+	seg.Read(p.TCPHeader(pkt), p.PayloadLen)
+	v := f.Track(dir, &seg)
+	if v == tcpwindow.Restart {
+		if nf, ok := e.restart(c, pol, f); ok {
+			f, v = nf, nf.Track(dir, &seg)
+		} else {
+			v = tcpwindow.SYNOnLive // no room: the old flow stays, and the SYN-ACK passes as before
+		}
+	}
+	c.verdict(v)
+	if !v.Forward() {
+		return false // numbers the endpoint would refuse: they change nothing, and go nowhere
+	}
 	if e.kernel != nil {
 		// The kernel's map may be out of date (or have lost the flow, if the programs said
 		// no_flow): bring it in line before this packet goes back and its replies come.
@@ -221,50 +239,16 @@ func (e *Engine) handleTCP(c *Counters, pol *Policy, pkt []byte, p *rewrite.Pack
 	return true
 }
 
-// sameConnection tells a SYN that belongs to the tracked connection from one that starts a new
-// connection on the same tuple (port reuse after a close), so that retransmitted SYNs neither
-// draw a new ISN nor advance a `sequential` counter.
-//
-// A SYN on an established connection is never taken as a new connection by itself: the tuple
-// is all an off-path sender needs to forge one, and the endpoint answers it with a challenge ACK
-// (RFC 5961) and carries on, which it could not if the offsets had changed underneath. The SYN
-// passes with the connection's offsets; if the server answers it with a SYN-ACK, the connection
-// really was restarted and handleTCP re-admits it then (see restarted), as conntrack resyncs on
-// the SYN-ACK of a SYN it ignored.
-func sameConnection(f *flowtable.Flow, dir flowtable.Dir, isn uint32) bool {
-	switch f.State() {
-	case flowtable.StateEstablished:
-		return true
-	case flowtable.StateSynSent, flowtable.StateSynRecv:
-		return dir == flowtable.ClientToServer && f.ClientISN() == isn
-	}
-	return false
-}
-
-// restarted reports whether a SYN-ACK (ack in the server's view) answers a SYN other than the
-// one that opened the established flow f: the server accepted a new connection on the tuple
-// while the old one was still tracked (the client crashed and reused its port, or the flow was
-// restored or picked up long after its own handshake). A retransmitted SYN-ACK of f's own
-// handshake acknowledges f's client ISN and is not a restart.
-func restarted(f *flowtable.Flow, ack uint32) bool {
-	return f.State() == flowtable.StateEstablished && synOf(f, ack) != f.ClientISN()
-}
-
-// synOf returns, in the client's own space, the sequence number of the SYN that a SYN-ACK
-// acknowledging ack (in the server's view) answers: the SYN took one number and was shifted by
-// f's client offset on its way.
-func synOf(f *flowtable.Flow, ack uint32) uint32 {
-	return uint32(seqnum.Value(ack - 1).Add(f.Offset(flowtable.ClientToServer).Neg()))
-}
-
-// restart replaces f by a new connection whose SYN the server has just answered. The server
-// already saw that SYN shifted by f's client offset, so the new flow keeps it; the server's ISN
-// is still to be shown to the client, so its side follows the policy in force.
-func (e *Engine) restart(c *Counters, pol *Policy, f *flowtable.Flow, ack uint32) *flowtable.Flow {
+// restart replaces f by a new connection on its tuple: the client sent a SYN that passed f as a
+// SYN on a live connection, and the server has just answered exactly that SYN (Track said
+// Restart): it accepted a new connection while the old one was still tracked (the client
+// crashed and reused its port, or the flow was restored or picked up long after its own
+// handshake). The server saw that SYN shifted by f's client offset, so the new flow keeps it;
+// the server's ISN is still to be shown to the client, so its side follows the policy in force.
+func (e *Engine) restart(c *Counters, pol *Policy, f *flowtable.Flow) (*flowtable.Flow, bool) {
 	client, server := f.Client(), f.Server()
 	in := flowtable.Init{
 		ClientOffset: f.Offset(flowtable.ClientToServer),
-		ClientISN:    synOf(f, ack),
 		Rule:         f.Rule(),
 		Generation:   pol.Generation,
 		Exempt:       f.Exempt(),
@@ -275,15 +259,14 @@ func (e *Engine) restart(c *Counters, pol *Policy, f *flowtable.Flow, ack uint32
 			in.Server = flowtable.ServerPlan{Absolute: abs, Value: v}
 		}
 	}
-	nf, err := e.table.Admit(client, server, in)
+	nf, err := e.table.Restart(f, in)
 	if err != nil {
 		// No room: keep shifting with the old flow, which at least keeps both ends consistent.
 		c.inc(counterRefused)
-		return f
+		return f, false
 	}
-	nf.Observe(flowtable.ClientToServer, rewrite.FlagSYN, 0)
 	c.inc(counterRestarted)
-	return nf
+	return nf, true
 }
 
 // admit decides a new connection's offsets from the policy at its SYN and creates its flow.
@@ -353,7 +336,8 @@ func (e *Engine) admit(c *Counters, pol *Policy, client, server netip.AddrPort, 
 // interface, so a segment arriving on it comes from the client and one leaving it goes to the
 // client. The TUN datapath has no such knowledge and guesses (pickUpRoles).
 func (e *Engine) adopt(c *Counters, pol *Policy, p *rewrite.Packet, src, dst netip.AddrPort, hook tcshift.Hook) (*flowtable.Flow, flowtable.Dir, bool) {
-	if p.Flags&rewrite.FlagSYN != 0 {
+	if p.Flags&(rewrite.FlagSYN|rewrite.FlagRST) != 0 {
+		// Nor an RST: it would make a flow only to close it, and a blind one nothing at all.
 		return nil, 0, false
 	}
 	var client, server netip.AddrPort

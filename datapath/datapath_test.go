@@ -189,8 +189,9 @@ func TestHandshakeAndDataShiftBothWays(t *testing.T) {
 			if d := decode(t, synack); d.seq != tc.wantS || d.ack != tc.clientISN+1 || !d.csumOK {
 				t.Fatalf("client saw SYN-ACK seq %d ack %d (csum %t), want %d/%d", d.seq, d.ack, d.csumOK, tc.wantS, tc.clientISN+1)
 			}
-			// Client data acknowledging what it saw.
-			data := run(t, e, segment{src: c, dst: s, seq: tc.clientISN + 1, ack: tc.wantS + 1, ackFlag: true, payload: []byte("hello")}.bytes(t))
+			// Client data acknowledging what it saw: 500 bytes, of which the server will SACK
+			// some (a SACK of data never sent is refused by the window tracking).
+			data := run(t, e, segment{src: c, dst: s, seq: tc.clientISN + 1, ack: tc.wantS + 1, ackFlag: true, payload: make([]byte, 500)}.bytes(t))
 			if d := decode(t, data); d.seq != tc.wantC+1 || d.ack != tc.serverISN+1 || !d.csumOK {
 				t.Fatalf("server saw data seq %d ack %d (csum %t), want %d/%d", d.seq, d.ack, d.csumOK, tc.wantC+1, tc.serverISN+1)
 			}
@@ -231,6 +232,19 @@ func establish(t *testing.T, e *Engine, clientISN, serverISN uint32) {
 	run(t, e, segment{src: client4, dst: server4, seq: clientISN + 1, ack: serverISN + 1, ackFlag: true}.bytes(t))
 	if f, _, _ := e.table.Lookup(client4, server4); f == nil || f.State() != flowtable.StateEstablished {
 		t.Fatalf("handshake did not establish the flow: %v", f)
+	}
+}
+
+// assure establishes the flow and has each side's data acknowledged by the other, so that
+// it counts as established for eviction (assured).
+func assure(t *testing.T, e *Engine, clientISN, serverISN uint32) {
+	t.Helper()
+	establish(t, e, clientISN, serverISN)
+	run(t, e, segment{src: client4, dst: server4, seq: clientISN + 1, ack: serverISN + 1, ackFlag: true, payload: []byte("ping")}.bytes(t))
+	run(t, e, segment{src: server4, dst: client4, seq: serverISN + 1, ack: 1005, ackFlag: true, payload: []byte("pong")}.bytes(t))
+	run(t, e, segment{src: client4, dst: server4, seq: clientISN + 5, ack: serverISN + 5, ackFlag: true}.bytes(t))
+	if f, _, _ := e.table.Lookup(client4, server4); f == nil || !f.Assured() {
+		t.Fatalf("the exchange did not assure the flow: %v", f)
 	}
 }
 
@@ -529,7 +543,7 @@ func TestWhenFullPassOrDrop(t *testing.T) {
 		}
 		table := flowtable.New(flowtable.Config{MaxFlows: cfg.Flows.Max})
 		e := New(newFakeDevice(false), table, &Policy{Config: cfg, Generation: 1}, zap.NewNop())
-		establish(t, e, 5000, 9000) // fills the table with an established flow
+		assure(t, e, 5000, 9000) // fills the table with an assured flow
 		other := netip.MustParseAddrPort("198.18.1.3:40000")
 		pkt := segment{src: other, dst: server4, seq: 1, syn: true}.bytes(t)
 		orig := append([]byte(nil), pkt...)

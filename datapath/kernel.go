@@ -9,6 +9,7 @@ import (
 
 	"github.com/seqshiftd/seqshiftd/flowtable"
 	"github.com/seqshiftd/seqshiftd/seqnum"
+	"github.com/seqshiftd/seqshiftd/tcpwindow"
 	"github.com/seqshiftd/seqshiftd/tcshift"
 )
 
@@ -68,6 +69,11 @@ func kernelValue(f *flowtable.Flow, m flowtable.KernelMode, ifindex int) tcshift
 	for _, d := range [...]flowtable.Dir{flowtable.ClientToServer, flowtable.ServerToClient} {
 		dl := f.Deltas(d)
 		v.SeqDelta[d], v.AckDelta[d] = dl.Seq, dl.Ack
+		// The programs need each side's window scale to keep the window edges (Put keeps the
+		// edges they learned and takes the scale from here).
+		w := f.Window(d)
+		v.Window[d] = tcshift.Window{End: uint32(w.End), MaxEnd: uint32(w.MaxEnd), MaxWin: uint32(w.MaxWin),
+			Scale: w.Scale, Flags: w.Flags & kernelWindowFlags}
 	}
 	plan, resolved := f.ServerPlan()
 	switch {
@@ -81,6 +87,36 @@ func kernelValue(f *flowtable.Flow, m flowtable.KernelMode, ifindex int) tcshift
 		v.AckDelta = [2]seqnum.Delta{seqnum.Delta(plan.Value), seqnum.Delta(f.ClientISN())}
 	}
 	return v
+}
+
+// kernelWindowFlags are the bits of a window record's flags the programs and tcpwindow share.
+const kernelWindowFlags = tcpwindow.FlagWScale | tcpwindow.FlagSeen | tcpwindow.FlagMaxEnd
+
+// loadWindow takes into f the window edges the programs learned from the segments they shifted,
+// so that a FIN or RST they hand over is judged against where the connection is now, not where
+// it was when the daemon last saw it. The daemon-only flags of f's records are kept.
+func (e *Engine) loadWindow(f *flowtable.Flow) {
+	v, ok, err := e.kernel.Lookup(kernelKey(f))
+	if err != nil || !ok || f.Exempt() == flowtable.ExemptServerOpened {
+		return
+	}
+	for d := range 2 {
+		k, g := v.Window[d], f.Window(flowtable.Dir(d))
+		if k.Flags&tcpwindow.FlagSeen != 0 {
+			if end := seqnum.Value(k.End); !g.Seen() || g.End.LessThan(end) {
+				g.End = end
+			}
+			g.MaxWin = max(g.MaxWin, seqnum.Size(k.MaxWin))
+			g.Flags |= tcpwindow.FlagSeen
+		}
+		if k.Flags&tcpwindow.FlagMaxEnd != 0 {
+			if me := seqnum.Value(k.MaxEnd); g.Flags&tcpwindow.FlagMaxEnd == 0 || g.MaxEnd.LessThan(me) {
+				g.MaxEnd = me
+			}
+			g.Flags |= tcpwindow.FlagMaxEnd
+		}
+		f.SetWindow(flowtable.Dir(d), g)
+	}
 }
 
 // Bits of tcshift.FlowValue.Flags, the daemon's own byte that the programs never read.
