@@ -16,7 +16,7 @@ type Pass uint8
 // Reasons a packet passes untouched.
 const (
 	PassNotTCP     Pass = iota // neither TCP nor an ICMP error quoting TCP
-	PassNoFlow                 // TCP without a tracked flow and no rule able to pick it up
+	PassNoFlow                 // TCP without a tracked flow whose rule is none or keep/keep
 	PassExempt                 // its flow is exempt (no rule, TCP-MD5, TCP-AO)
 	PassZeroOffset             // its flow's offsets are both zero (keep/keep)
 	PassOtherHook              // an ICMP error caught where it is not to be translated (kernel datapath)
@@ -29,6 +29,29 @@ var passNames = [numPass]string{"not_tcp", "no_flow", "exempt", "zero_offset", "
 func (p Pass) String() string {
 	if p < numPass {
 		return passNames[p]
+	}
+	return "unknown"
+}
+
+// Drop says why the datapath itself dropped a packet (malformed drops are counted by their
+// rewrite reason, a full table's as refused).
+type Drop uint8
+
+// Reasons a packet is dropped.
+const (
+	// DropNoState: TCP without a tracked flow whose rule has a stateful side (fixed, random,
+	// sequential, range), so its offsets cannot be recomputed here; as after a failover to a
+	// gateway that never saw the SYN.
+	DropNoState Drop = iota
+	numDrop
+)
+
+var dropNames = [numDrop]string{"no_state"}
+
+// String returns the metrics label of the reason.
+func (d Drop) String() string {
+	if d < numDrop {
+		return dropNames[d]
 	}
 	return "unknown"
 }
@@ -56,6 +79,11 @@ var (
 		Name:   "passed_packets_total",
 		Help:   "Packets written back without a rewrite, by reason.",
 		Labels: []string{"reason"}, Values: counter.Each(passNames[:]...), Status: "passed_%s",
+	}
+	counterDropped = &counter.Desc{
+		Name:   "dropped_packets_total",
+		Help:   "Packets the datapath dropped, by reason (no_state: TCP with no flow under a rule with a stateful side, as after a failover to a gateway that never saw the SYN).",
+		Labels: []string{"reason"}, Values: counter.Each(dropNames[:]...), Status: "dropped_%s",
 	}
 	// Indexed by rewrite.Reason - 1: ReasonNone is no reason to count.
 	counterMalformed = &counter.Desc{
@@ -104,7 +132,7 @@ var (
 	}
 
 	table = counter.NewTable(counterRewrittenPackets, counterRewrittenBytes, counterICMPTranslated,
-		counterPassed, counterMalformed, counterExempt, counterRefused, counterAdopted,
+		counterPassed, counterDropped, counterMalformed, counterExempt, counterRefused, counterAdopted,
 		counterRestarted, counterVerdicts, counterKernel, counterErrors)
 )
 
@@ -157,6 +185,7 @@ func (c *Counters) rewritten(d flowtable.Dir, payload int) {
 	c.b.Add(counterRewrittenBytes, int(d&1), uint64(payload))
 }
 func (c *Counters) passed(p Pass)              { c.b.Inc(counterPassed, int(p)) }
+func (c *Counters) dropped(d Drop)             { c.b.Inc(counterDropped, int(d)) }
 func (c *Counters) malformed(r rewrite.Reason) { c.b.Inc(counterMalformed, int(r)-1) }
 func (c *Counters) exempt(e flowtable.Exempt) {
 	if e != flowtable.ExemptNone {

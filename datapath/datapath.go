@@ -3,7 +3,10 @@
 //
 // The whole per-packet story is in (*Engine).serve and (*Engine).handle. The datapath never
 // allocates per packet, never logs per packet (it counts instead) and never holds a lock across
-// a syscall; it never drops a packet it cannot parse unless the policy says so.
+// a syscall; it never drops a packet it cannot parse unless the policy says so, and never
+// forwards a segment with no flow under a rule it cannot pick up mid-stream (a stateful ISN mode):
+// such a segment carries another gateway's (or an earlier run's) numbers or none at all, so it is
+// dropped and counted as no_state.
 package datapath
 
 import (
@@ -193,7 +196,16 @@ func (e *Engine) handleTCP(c *Counters, pol *Policy, pkt []byte, p *rewrite.Pack
 			dir = flowtable.ClientToServer
 		}
 	case !ok:
-		if f, dir, ok = e.adopt(c, pol, p, src, dst, meta.Hook); !ok {
+		var stateful bool
+		if f, dir, stateful = e.adopt(c, pol, p, src, dst, meta.Hook); f == nil {
+			if stateful {
+				// This gateway never saw the offsets another gateway (or an earlier run without
+				// a snapshot) gave the flow; raw numbers could land inside the peer's window and
+				// be taken as data. Dropped, as pf drops a packet with no state under
+				// `modulate state`.
+				c.dropped(DropNoState)
+				return false
+			}
 			c.passed(PassNoFlow)
 			return true
 		}
@@ -327,19 +339,17 @@ func (e *Engine) admit(c *Counters, pol *Policy, client, server netip.AddrPort, 
 
 // adopt picks up, mid-stream, a connection whose SYN was never seen (a restart without a
 // snapshot, a second gateway taking over). Only rules whose both sides are stateless can do so:
-// their offsets do not depend on an ISN this gateway never saw. A segment carrying SYN is never
-// picked up: a SYN-ACK of no tracked flow answers a SYN that went through unshifted (the table
-// was full, or the connection was opened from the far side), and shifting its connection from
-// here on would break it.
+// their offsets do not depend on an ISN this gateway never saw. With no flow, stateful reports
+// that the segment's rule is one that cannot (fixed, random, sequential, range on either side).
+// A segment carrying SYN or RST is never picked up: a SYN-ACK of no tracked flow answers a SYN
+// that went through unshifted (the table was full, or the connection was opened from the far
+// side), shifting its connection from here on would break it, and an RST would make a flow only
+// to close it (a blind one, nothing at all).
 //
 // hook is where the kernel datapath caught the segment: its programs serve the clients of the
 // interface, so a segment arriving on it comes from the client and one leaving it goes to the
 // client. The TUN datapath has no such knowledge and guesses (pickUpRoles).
-func (e *Engine) adopt(c *Counters, pol *Policy, p *rewrite.Packet, src, dst netip.AddrPort, hook tcshift.Hook) (*flowtable.Flow, flowtable.Dir, bool) {
-	if p.Flags&(rewrite.FlagSYN|rewrite.FlagRST) != 0 {
-		// Nor an RST: it would make a flow only to close it, and a blind one nothing at all.
-		return nil, 0, false
-	}
+func (e *Engine) adopt(c *Counters, pol *Policy, p *rewrite.Packet, src, dst netip.AddrPort, hook tcshift.Hook) (f *flowtable.Flow, dir flowtable.Dir, stateful bool) {
 	var client, server netip.AddrPort
 	var rule *policy.Rule
 	switch hook {
@@ -352,7 +362,13 @@ func (e *Engine) adopt(c *Counters, pol *Policy, p *rewrite.Packet, src, dst net
 	default:
 		client, server, rule = pickUpRoles(pol.Config, src, dst)
 	}
-	if rule == nil || !rule.Client.Stateless() || !rule.Server.Stateless() || (rule.Client.Keep() && rule.Server.Keep()) {
+	if rule == nil || (rule.Client.Keep() && rule.Server.Keep()) {
+		return nil, 0, false
+	}
+	if !rule.Client.Stateless() || !rule.Server.Stateless() {
+		return nil, 0, true
+	}
+	if p.Flags&(rewrite.FlagSYN|rewrite.FlagRST) != 0 {
 		return nil, 0, false
 	}
 	_, cOff := rule.Client.Plan(client, server)
@@ -368,11 +384,11 @@ func (e *Engine) adopt(c *Counters, pol *Policy, p *rewrite.Packet, src, dst net
 		return nil, 0, false
 	}
 	c.inc(counterAdopted)
-	dir := flowtable.ClientToServer
+	dir = flowtable.ClientToServer
 	if src != client {
 		dir = flowtable.ServerToClient
 	}
-	return f, dir, true
+	return f, dir, false
 }
 
 // pickUpRoles guesses which end of a connection seen mid-stream is the client. A rule that

@@ -359,14 +359,68 @@ func TestStatelessRulePicksUpMidStream(t *testing.T) {
 	if st := table.Stats(); st.Adopted != 1 {
 		t.Fatalf("adopted %d, want 1", st.Adopted)
 	}
-	// A stateful rule cannot pick up: the segment passes untouched and is counted.
-	pkt := segment{src: client4, dst: server4, seq: 5, ack: 6, ackFlag: true}.bytes(t)
-	orig := append([]byte(nil), pkt...)
-	if out := run(t, e, pkt); string(out) != string(orig) {
-		t.Fatal("mid-stream segment of a stateful rule was modified")
-	}
-	if got := e.count(counterPassed, int(PassNoFlow)); got != 1 {
-		t.Fatalf("passed no_flow %d, want 1", got)
+}
+
+// A gateway that never saw a connection's SYN cannot know the offsets a stateful side was given
+// (by another gateway of a pair, or by a run that lost its snapshot): forwarding the segment raw
+// could land inside the peer's window, so it is dropped and counted, in either direction and
+// whatever its flags. Rules that need no state, and no rule at all, still pass.
+func TestNoFlow_StatefulRuleIsDroppedNeverForwardedRaw(t *testing.T) {
+	const extra = `
+  - name: rnd
+    match: {server_ports: [5010]}
+    client_isn: random
+    server_isn: random
+  - name: seq
+    match: {server_ports: [5011]}
+    client_isn: keep
+    server_isn: sequential 100 10
+  - name: rng
+    match: {server_ports: [5012]}
+    client_isn: range 1-1000
+    server_isn: keep
+  - name: kept
+    match: {server_ports: [5013]}
+    client_isn: keep
+    server_isn: keep
+`
+	at := func(port uint16) netip.AddrPort { return netip.AddrPortFrom(server4.Addr(), port) }
+	for _, tc := range []struct {
+		name     string
+		seg      segment
+		dropped  bool
+		passedNF bool // counted as passed no_flow
+	}{
+		{"fixed client side, c2s data", segment{src: client4, dst: server4, seq: 5, ack: 6, ackFlag: true, payload: []byte("x")}, true, false},
+		{"fixed client side, s2c data (reverse orientation)", segment{src: server4, dst: client4, seq: 6, ack: 5, ackFlag: true, payload: []byte("x")}, true, false},
+		{"random both, pure ACK", segment{src: client4, dst: at(5010), seq: 5, ack: 6, ackFlag: true}, true, false},
+		{"random both, SYN-ACK whose SYN went elsewhere", segment{src: at(5010), dst: client4, seq: 6, ack: 5, syn: true, ackFlag: true}, true, false},
+		{"sequential server side, FIN", segment{src: at(5011), dst: client4, seq: 6, ack: 5, fin: true, ackFlag: true}, true, false},
+		{"range client side, RST", segment{src: client6, dst: netip.AddrPortFrom(server6.Addr(), 5012), seq: 5, rst: true}, true, false},
+		{"keep/keep passes untouched", segment{src: client4, dst: at(5013), seq: 5, ack: 6, ackFlag: true}, false, true},
+		{"no rule passes untouched", segment{src: client4, dst: at(8080), seq: 5, ack: 6, ackFlag: true}, false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e, table := testEngine(t, extra)
+			pkt := tc.seg.bytes(t)
+			orig := append([]byte(nil), pkt...)
+			out := run(t, e, pkt)
+			if tc.dropped != (out == nil) {
+				t.Fatalf("written back %t, want dropped %t", out != nil, tc.dropped)
+			}
+			if out != nil && string(out) != string(orig) {
+				t.Fatal("a segment with no flow was modified")
+			}
+			if got, want := e.count(counterDropped, int(DropNoState)), map[bool]uint64{true: 1}[tc.dropped]; got != want {
+				t.Errorf("dropped no_state %d, want %d", got, want)
+			}
+			if got, want := e.count(counterPassed, int(PassNoFlow)), map[bool]uint64{true: 1}[tc.passedNF]; got != want {
+				t.Errorf("passed no_flow %d, want %d", got, want)
+			}
+			if st := table.Stats(); st.Active != 0 || st.Adopted != 0 {
+				t.Errorf("a segment with no flow left %d flows (%d adopted)", st.Active, st.Adopted)
+			}
+		})
 	}
 }
 
