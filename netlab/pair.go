@@ -148,8 +148,8 @@ func NewPair(opts PairOptions) (*Pair, error) {
 			ClientAddr4: host(clientNet4, b), ClientAddr6: host(clientNet6, b),
 			ServerAddr4: host(serverNet4, b), ServerAddr6: host(serverNet6, b),
 			swClient: low + "-cl", swServer: low + "-sv",
-			conf:     filepath.Join(dir, "keepalived-"+n+".conf"),
-			log:      filepath.Join(dir, "keepalived-"+n+".log"),
+			conf: filepath.Join(dir, "keepalived-"+n+".conf"),
+			log:  filepath.Join(dir, "keepalived-"+n+".log"),
 		}
 	}
 	p.A, p.B = gw("A", PriorityA, 11), gw("B", PriorityB, 12)
