@@ -575,6 +575,22 @@ func (g *Gateway) VIPs() ([]netip.Addr, error) {
 	return held, nil
 }
 
+// Lab returns the pair as seen through g: a Lab whose Gateway is g, for code written against a
+// single gateway (configs, captures, connections). It owns nothing: its Close does nothing, and
+// it stays valid until the Pair is closed.
+func (p *Pair) Lab(g *Gateway) *Lab {
+	return &Lab{
+		Client: p.Client, Gateway: g.NS, Server: p.Server,
+		ClientIface: ClientIface, ServerIface: ServerIface,
+		GatewayClientIface: GatewayClientIface, GatewayServerIface: GatewayServerIface,
+		ClientAddr4: p.ClientAddr4, ServerAddr4: p.ServerAddr4, ClientAddr6: p.ClientAddr6, ServerAddr6: p.ServerAddr6,
+		ClientPrefix4: p.ClientPrefix4, ServerPrefix4: p.ServerPrefix4, ClientPrefix6: p.ClientPrefix6, ServerPrefix6: p.ServerPrefix6,
+		GatewayClientAddr4: g.ClientAddr4, GatewayClientAddr6: g.ClientAddr6,
+		GatewayServerAddr4: g.ServerAddr4, GatewayServerAddr6: g.ServerAddr6,
+		RouterMTU: 1500,
+	}
+}
+
 // Other returns the pair's other gateway.
 func (g *Gateway) Other() *Gateway {
 	if g == g.pair.A {

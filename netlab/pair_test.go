@@ -36,9 +36,6 @@ func newPair(t *testing.T, opts PairOptions) *Pair {
 	return p
 }
 
-// clientServer views a pair's client and server as the two ends exchange uses.
-func (p *Pair) clientServer() *Lab { return &Lab{Client: p.Client, Server: p.Server} }
-
 // keepalivedPids returns the pids of the keepalived processes running in ns.
 func keepalivedPids(t *testing.T, ns *NS) []int {
 	t.Helper()
@@ -74,8 +71,8 @@ func TestPair_VIPsMoveTogetherAndTrafficFollows(t *testing.T) {
 	// Both families, each end sending, through whichever gateway is master.
 	both := func() {
 		t.Helper()
-		exchange(t, p.clientServer(), p.ServerAddr4, 64<<10)
-		exchange(t, p.clientServer(), p.ServerAddr6, 64<<10)
+		exchange(t, p.Lab(p.A), p.ServerAddr4, 64<<10)
+		exchange(t, p.Lab(p.A), p.ServerAddr6, 64<<10)
 	}
 	both()
 

@@ -103,6 +103,14 @@ func newEnv(t testing.TB, opts netlab.Options, c config) *env {
 			t.Errorf("lab.Close: %v", err)
 		}
 	})
+	return envOn(t, lab, c)
+}
+
+// envOn is an env for a lab someone else built and removes (one gateway of a pair): its own
+// directory, config and daemon, stopped at cleanup.
+func envOn(t testing.TB, lab *netlab.Lab, c config) *env {
+	t.Helper()
+	var err error
 	dir := t.TempDir()
 	if len(dir) > 80 { // unix socket paths are limited to 108 bytes
 		if dir, err = os.MkdirTemp("", "ssd-"); err != nil {
@@ -345,7 +353,12 @@ func tail(path string, n int) string {
 	if err != nil {
 		return err.Error()
 	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	return lastLines(string(b), n)
+}
+
+// lastLines returns the last n lines of s.
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
 	if len(lines) > n {
 		lines = lines[len(lines)-n:]
 	}
