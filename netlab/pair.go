@@ -331,6 +331,16 @@ func (g *Gateway) keepalivedConf() string {
 	return b.String()
 }
 
+// SetKeepalivedConf replaces the configuration the next StartVRRP runs keepalived with (e.g. a
+// deployment's file with the lab's interface names). It must use the pair's virtual addresses
+// and interface names for WaitMaster to mean anything.
+func (g *Gateway) SetKeepalivedConf(text string) error {
+	if err := os.WriteFile(g.conf, []byte(text), 0o600); err != nil {
+		return fmt.Errorf("gateway %s: %w", g.Name, err)
+	}
+	return nil
+}
+
 // KeepalivedConf returns the configuration StartVRRP runs keepalived with.
 func (g *Gateway) KeepalivedConf() string {
 	b, err := os.ReadFile(g.conf)

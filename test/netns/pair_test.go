@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -481,6 +482,111 @@ func TestPair_StatefulFlowIsDroppedAtFailoverNotForwardedRaw(t *testing.T) {
 		const series = `seqshiftd_dropped_packets_total{reason="no_state"}`
 		if m := scrape(t, b, pairMetrics); m[series] == 0 {
 			t.Errorf("B's /metrics: %s = %v, want the drops (status shows %d)", series, m[series], drops)
+		}
+	})
+}
+
+// deployedKeepalived is deploy/pair/keepalived.conf as gateway g of the lab runs it: the lab's
+// interface names, the binary under test and e's config in the track script, and B's priority.
+// Everything else, the sync group and the track script included, is the file as shipped.
+func deployedKeepalived(t *testing.T, e *env, g *netlab.Gateway) string {
+	t.Helper()
+	b, err := os.ReadFile("../../deploy/pair/keepalived.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(b)
+	for _, r := range []struct{ old, new string }{
+		{"interface eth0", "interface " + e.lab.GatewayClientIface},
+		{"interface eth1", "interface " + e.lab.GatewayServerIface},
+		{`"/usr/sbin/seqshiftd status -c /etc/seqshiftd/seqshiftd.yaml"`, fmt.Sprintf("%q", *binPath+" status -c "+e.ctl)},
+		{"priority 200", fmt.Sprintf("priority %d", g.Priority)},
+	} {
+		if !strings.Contains(text, r.old) {
+			t.Fatalf("deploy/pair/keepalived.conf no longer contains %q", r.old)
+		}
+		text = strings.ReplaceAll(text, r.old, r.new)
+	}
+	return text
+}
+
+// TestPair_DeployedKeepalivedHandsOverWhenSeqshiftdDies runs deploy/pair/keepalived.conf. Only
+// the master's seqshiftd dies (its keepalived and links are fine): fail-closed, the master would
+// blackhole the flow, but the track script (`seqshiftd status`) puts its sync group into FAULT,
+// B takes the addresses and carries the keyed flow on; once seqshiftd runs again on A (without
+// its state), A preempts and picks the flow up. Data intact by SHA-256.
+func TestPair_DeployedKeepalivedHandsOverWhenSeqshiftdDies(t *testing.T) {
+	overDatapaths(t, func(t *testing.T, datapath string, v6 bool) {
+		gp := newGatewayPair(t, config{Offload: true, Datapath: datapath, Rules: `
+  - name: keyed
+    match: {server_ports: [9102]}
+    client_isn: keyed
+    server_isn: keyed`})
+		a, b, p := gp.a, gp.b, gp.p
+		for _, x := range []struct {
+			e *env
+			g *netlab.Gateway
+		}{{a, p.A}, {b, p.B}} {
+			if err := x.g.SetKeepalivedConf(deployedKeepalived(t, x.e, x.g)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		gp.up(t)
+		cs := a.capture(t)
+		srv := a.listen(t, v6, 9102, nil)
+		conn := a.connect(t, srv, nil)
+		sp := spaces{h: cs.handshake(t, conn.client), c2s: 20 << 20, s2c: 20 << 20}
+		done := startStream(conn, streamOpts{C2S: sp.c2s, S2C: sp.s2c, Rate: 1 << 20, Timeout: 90 * time.Second})
+		if !rewroteBoth(t, a, [2]uint64{}, 50, 10*time.Second) {
+			t.Fatal("A rewrote no data both ways within 10s")
+		}
+
+		died := time.Now()
+		if err := a.d.signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		<-a.d.exited
+		tookOver := gp.waitMaster(t, p.B)
+		if !rewroteBoth(t, b, [2]uint64{}, 50, 30*time.Second) {
+			t.Fatal("B rewrote no data both ways within 30s of taking over")
+		}
+		time.Sleep(time.Second)
+
+		if err := os.Remove(filepath.Join(a.dir, "flows.state")); err != nil && !os.IsNotExist(err) {
+			t.Fatal(err)
+		}
+		a.start()
+		restarted := time.Now()
+		back := gp.waitMaster(t, p.A)
+		if !rewroteBoth(t, a, [2]uint64{}, 50, 30*time.Second) {
+			t.Fatal("A rewrote no data both ways within 30s of preempting: did the transfer end before it was back?")
+		}
+		if err := <-done; err != nil {
+			t.Fatalf("transfer across the hand-over and back: %v", err)
+		}
+		end := time.Now()
+		for _, ph := range []struct {
+			name     string
+			from, to time.Time
+		}{{"via A", time.Time{}, died}, {"via B", tookOver, back}, {"via A again", back, end}} {
+			for _, s := range arrivals(cs.client, conn.client) {
+				if !s.Time.Before(ph.from) && s.Time.Before(ph.to) && !sp.inClientView(s) {
+					t.Errorf("%s: the client received a segment outside its view of the connection: %v", ph.name, s)
+				}
+			}
+			for _, s := range arrivals(cs.server, conn.client) {
+				if !s.Time.Before(ph.from) && s.Time.Before(ph.to) && !sp.inServerView(s) {
+					t.Errorf("%s: the server received a segment outside its view of the connection: %v", ph.name, s)
+				}
+			}
+		}
+		gapC2S, _ := longestGap(arrivals(cs.server, conn.client), died, tookOver.Add(10*time.Second))
+		gapS2C, _ := longestGap(arrivals(cs.client, conn.client), died, tookOver.Add(10*time.Second))
+		t.Logf("seqshiftd killed on the master: B master %s later (track script: 2 failed checks at 1s); longest silence c2s %s, s2c %s; A master again %s after its seqshiftd restarted",
+			tookOver.Sub(died).Round(time.Millisecond), gapC2S.Round(time.Millisecond), gapS2C.Round(time.Millisecond),
+			back.Sub(restarted).Round(time.Millisecond))
+		if gapC2S > 12*time.Second || gapS2C > 12*time.Second {
+			t.Errorf("the hand-over stalled the transfer for %s / %s, want under 12s", gapC2S, gapS2C)
 		}
 	})
 }
