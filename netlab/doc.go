@@ -3,6 +3,8 @@
 //
 //	client ──veth── gateway ──veth── server                          (default)
 //	client ──veth── gateway ──veth── router ──veth(RouterMTU)── server (Options.Router)
+//	client ── bridge ──┬── gateway A ──┬── bridge ── server         (NewPair: keepalived moves
+//	                   └── gateway B ──┘                              the next hops, VRRP)
 //
 // The gateway forwards IPv4 and IPv6 and is where seqshiftd runs; the client and server use their
 // own kernel TCP stacks. Every address comes from the benchmarking ranges 198.18.0.0/15 and
