@@ -138,17 +138,19 @@ func counter(t *testing.T, e *env, name string) uint64 {
 	return st.Counters[name]
 }
 
-// rewroteBoth waits until e's daemon has rewritten at least min packets each way more than
-// before (a snapshot of its counters).
-func rewroteBoth(t *testing.T, e *env, before [2]uint64, min uint64, timeout time.Duration) bool {
+// rewritten returns how many packets e's daemon (this run of it) has rewritten each way.
+func rewritten(t *testing.T, e *env) [2]uint64 {
 	t.Helper()
-	return waitFor(timeout, func() bool {
-		return counter(t, e, "rewritten_packets_c2s") >= before[0]+min && counter(t, e, "rewritten_packets_s2c") >= before[1]+min
-	})
+	return [2]uint64{counter(t, e, "rewritten_packets_c2s"), counter(t, e, "rewritten_packets_s2c")}
 }
 
-func rewritten(t *testing.T, e *env) [2]uint64 {
-	return [2]uint64{counter(t, e, "rewritten_packets_c2s"), counter(t, e, "rewritten_packets_s2c")}
+// rewroteBoth waits until e's daemon has rewritten at least min packets each way.
+func rewroteBoth(t *testing.T, e *env, min uint64, timeout time.Duration) bool {
+	t.Helper()
+	return waitFor(timeout, func() bool {
+		n := rewritten(t, e)
+		return n[0] >= min && n[1] >= min
+	})
 }
 
 // arrivals returns the segments of the connection of client that arrived at the capture's end
@@ -163,16 +165,12 @@ func arrivals(c *netlab.Capture, client netip.AddrPort) []netlab.Segment {
 	return out
 }
 
-// longestGap is the longest time without a data-carrying segment among segs between from and to,
-// counting from the last one before from; with none in the window it is the whole window.
+// longestGap is the longest time without a data-carrying segment among segs within [from, to]
+// (the window's edges count as segments), and when it began.
 func longestGap(segs []netlab.Segment, from, to time.Time) (gap time.Duration, began time.Time) {
 	last := from
 	for _, s := range segs {
-		if s.PayloadLen == 0 {
-			continue
-		}
-		if s.Time.Before(from) {
-			last = s.Time
+		if s.PayloadLen == 0 || s.Time.Before(from) {
 			continue
 		}
 		if s.Time.After(to) {
@@ -263,7 +261,7 @@ func TestPair_KeyedFlowSurvivesFailoverAndPreemption(t *testing.T) {
 		done := startStream(conn, streamOpts{C2S: sp.c2s, S2C: sp.s2c, Rate: 1 << 20, Timeout: 90 * time.Second})
 		offC2S, offS2C := sp.h.ServerSYN.Seq-sp.h.ClientSYN.Seq, sp.h.ClientSYNACK.Seq-sp.h.ServerSYNACK.Seq
 
-		if !rewroteBoth(t, a, [2]uint64{}, 50, 10*time.Second) {
+		if !rewroteBoth(t, a, 50, 10*time.Second) {
 			t.Fatal("A rewrote no data both ways within 10s")
 		}
 		before, ok := findFlow(a.flows(t), conn.client)
@@ -277,7 +275,7 @@ func TestPair_KeyedFlowSurvivesFailoverAndPreemption(t *testing.T) {
 		failed := gp.failA(t)
 		tookOver := gp.waitMaster(t, p.B)
 		bBefore := rewritten(t, b)
-		if !rewroteBoth(t, b, [2]uint64{}, 50, 30*time.Second) {
+		if !rewroteBoth(t, b, 50, 30*time.Second) {
 			t.Fatal("B rewrote no data both ways within 30s of the failover")
 		}
 		picked, ok := findFlow(b.flows(t), conn.client)
@@ -301,7 +299,7 @@ func TestPair_KeyedFlowSurvivesFailoverAndPreemption(t *testing.T) {
 		}
 		back := gp.waitMaster(t, p.A)
 		bAfter := rewritten(t, b)
-		if !rewroteBoth(t, a, [2]uint64{}, 50, 30*time.Second) {
+		if !rewroteBoth(t, a, 50, 30*time.Second) {
 			t.Fatal("A rewrote no data both ways within 30s of preempting: did the transfer end before it was back?")
 		}
 		again, ok := findFlow(a.flows(t), conn.client)
@@ -394,10 +392,10 @@ func TestPair_KeyedFlowSurvivesFailoverAndPreemption(t *testing.T) {
 		show("first after preemption (A)", first(back))
 
 		// The stall each receiver saw, and how long VRRP took.
-		gapC2S, _ := longestGap(atServer, failed, failed.Add(tookOver.Sub(failed)+15*time.Second))
-		gapS2C, _ := longestGap(atClient, failed, failed.Add(tookOver.Sub(failed)+15*time.Second))
-		preC2S, _ := longestGap(atServer, recovered, back.Add(2*time.Second))
-		preS2C, _ := longestGap(atClient, recovered, back.Add(2*time.Second))
+		gapC2S, _ := longestGap(atServer, failed, recovered)
+		gapS2C, _ := longestGap(atClient, failed, recovered)
+		preC2S, _ := longestGap(atServer, recovered, end)
+		preS2C, _ := longestGap(atClient, recovered, end)
 		t.Logf("failover: B master %s after A failed; longest silence c2s %s (at the server), s2c %s (at the client); B rewrote %d/%d packets c2s/s2c",
 			tookOver.Sub(failed).Round(time.Millisecond), gapC2S.Round(time.Millisecond), gapS2C.Round(time.Millisecond),
 			bAfter[0]-bBefore[0], bAfter[1]-bBefore[1])
@@ -408,8 +406,16 @@ func TestPair_KeyedFlowSurvivesFailoverAndPreemption(t *testing.T) {
 		if gapC2S > 12*time.Second || gapS2C > 12*time.Second {
 			t.Errorf("failover stalled the transfer for %s / %s, want under 12s", gapC2S, gapS2C)
 		}
-		if preC2S > 2*time.Second || preS2C > 2*time.Second {
-			t.Errorf("preemption stalled the transfer for %s / %s, want under 2s (B forwards until A has the VIPs)", preC2S, preS2C)
+		// B forwards until A has the addresses, so preempting costs at most a few lost segments
+		// (A resolving its neighbours afresh); measured 0.1-1.2s.
+		if preC2S > 4*time.Second || preS2C > 4*time.Second {
+			t.Errorf("preemption stalled the transfer for %s / %s, want under 4s", preC2S, preS2C)
+			_, began := longestGap(atServer, recovered, end)
+			for _, s := range append(cs.client.Segments(), cs.server.Segments()...) {
+				if s.Time.After(began.Add(-100*time.Millisecond)) && s.Time.Before(began.Add(preC2S+100*time.Millisecond)) {
+					t.Logf("around the stall: %s outgoing %t %v", s.Time.Format("15:04:05.000"), s.Outgoing, s)
+				}
+			}
 		}
 	})
 }
@@ -432,7 +438,7 @@ func TestPair_StatefulFlowIsDroppedAtFailoverNotForwardedRaw(t *testing.T) {
 		conn := a.connect(t, srv, nil)
 		sp := spaces{h: cs.handshake(t, conn.client), c2s: 8 << 20, s2c: 8 << 20}
 		done := startStream(conn, streamOpts{C2S: sp.c2s, S2C: sp.s2c, Rate: 512 << 10, Timeout: 20 * time.Second})
-		if !rewroteBoth(t, a, [2]uint64{}, 50, 10*time.Second) {
+		if !rewroteBoth(t, a, 50, 10*time.Second) {
 			t.Fatal("A rewrote no data both ways within 10s")
 		}
 
@@ -537,7 +543,7 @@ func TestPair_DeployedKeepalivedHandsOverWhenSeqshiftdDies(t *testing.T) {
 		conn := a.connect(t, srv, nil)
 		sp := spaces{h: cs.handshake(t, conn.client), c2s: 20 << 20, s2c: 20 << 20}
 		done := startStream(conn, streamOpts{C2S: sp.c2s, S2C: sp.s2c, Rate: 1 << 20, Timeout: 90 * time.Second})
-		if !rewroteBoth(t, a, [2]uint64{}, 50, 10*time.Second) {
+		if !rewroteBoth(t, a, 50, 10*time.Second) {
 			t.Fatal("A rewrote no data both ways within 10s")
 		}
 
@@ -547,7 +553,7 @@ func TestPair_DeployedKeepalivedHandsOverWhenSeqshiftdDies(t *testing.T) {
 		}
 		<-a.d.exited
 		tookOver := gp.waitMaster(t, p.B)
-		if !rewroteBoth(t, b, [2]uint64{}, 50, 30*time.Second) {
+		if !rewroteBoth(t, b, 50, 30*time.Second) {
 			t.Fatal("B rewrote no data both ways within 30s of taking over")
 		}
 		time.Sleep(time.Second)
@@ -558,7 +564,7 @@ func TestPair_DeployedKeepalivedHandsOverWhenSeqshiftdDies(t *testing.T) {
 		a.start()
 		restarted := time.Now()
 		back := gp.waitMaster(t, p.A)
-		if !rewroteBoth(t, a, [2]uint64{}, 50, 30*time.Second) {
+		if !rewroteBoth(t, a, 50, 30*time.Second) {
 			t.Fatal("A rewrote no data both ways within 30s of preempting: did the transfer end before it was back?")
 		}
 		if err := <-done; err != nil {
@@ -580,8 +586,8 @@ func TestPair_DeployedKeepalivedHandsOverWhenSeqshiftdDies(t *testing.T) {
 				}
 			}
 		}
-		gapC2S, _ := longestGap(arrivals(cs.server, conn.client), died, tookOver.Add(10*time.Second))
-		gapS2C, _ := longestGap(arrivals(cs.client, conn.client), died, tookOver.Add(10*time.Second))
+		gapC2S, _ := longestGap(arrivals(cs.server, conn.client), died, restarted)
+		gapS2C, _ := longestGap(arrivals(cs.client, conn.client), died, restarted)
 		t.Logf("seqshiftd killed on the master: B master %s later (track script: 2 failed checks at 1s); longest silence c2s %s, s2c %s; A master again %s after its seqshiftd restarted",
 			tookOver.Sub(died).Round(time.Millisecond), gapC2S.Round(time.Millisecond), gapS2C.Round(time.Millisecond),
 			back.Sub(restarted).Round(time.Millisecond))
