@@ -63,7 +63,14 @@ func newGatewayPair(t *testing.T, c config) *gatewayPair {
 	t.Cleanup(func() {
 		if t.Failed() || os.Getenv("SEQSHIFTD_TEST_LOGS") != "" {
 			for _, g := range []*netlab.Gateway{p.A, p.B} {
-				t.Logf("keepalived %s (tail):\n%s", g.Name, lastLines(g.KeepalivedLog(), 25))
+				var kept []string
+				for _, l := range strings.Split(g.KeepalivedLog(), "\n") {
+					// The per-packet ARP/NA lines would push the state changes out of the tail.
+					if !strings.Contains(l, "Sending gratuitous ARP") && !strings.Contains(l, "Sending unsolicited Neighbour Advert") {
+						kept = append(kept, l)
+					}
+				}
+				t.Logf("keepalived %s (tail, without its per-packet ARP/NA lines):\n%s", g.Name, lastLines(strings.Join(kept, "\n"), 40))
 			}
 		}
 		if err := p.Close(); err != nil {
@@ -354,6 +361,14 @@ func TestPair_KeyedFlowSurvivesFailoverAndPreemption(t *testing.T) {
 			t.Logf("%s: %d data segments reached the client, %d the server, all in their own views", ph.name, dataC, dataS)
 		}
 
+		// An independent oracle over both wires: verify pairs every segment that crossed either
+		// gateway and finds one offset per direction, the one A showed in `flows`.
+		r := cs.verify(t)
+		verifyOffsets(t, r, before)
+		if c := connectionOf(t, r, conn.client); c.ClientToServer.Paired == 0 || c.ServerToClient.Paired == 0 {
+			t.Errorf("verify paired %d/%d segments c2s/s2c", c.ClientToServer.Paired, c.ServerToClient.Paired)
+		}
+
 		// What the client saw just before the failover and just after, next to what the server
 		// sent: the same offset through either gateway.
 		show := func(label string, pick func([]netlab.Segment) (netlab.Segment, bool)) {
@@ -402,9 +417,11 @@ func TestPair_KeyedFlowSurvivesFailoverAndPreemption(t *testing.T) {
 		t.Logf("preemption: A master %s after it came back; longest silence c2s %s, s2c %s",
 			back.Sub(recovered).Round(time.Millisecond), preC2S.Round(time.Millisecond), preS2C.Round(time.Millisecond))
 		// VRRP's master-down interval is ~3.6 advertisements (1s here); TCP's backed-off
-		// retransmission timer adds up to about as much again.
-		if gapC2S > 12*time.Second || gapS2C > 12*time.Second {
-			t.Errorf("failover stalled the transfer for %s / %s, want under 12s", gapC2S, gapS2C)
+		// retransmission timer adds up to about as much again (3.2s typical, 6-7s when the
+		// takeover just misses a retransmission). The bound catches a flow that only comes back
+		// by luck, not a slow machine.
+		if gapC2S > 20*time.Second || gapS2C > 20*time.Second {
+			t.Errorf("failover stalled the transfer for %s / %s, want under 20s", gapC2S, gapS2C)
 		}
 		// B forwards until A has the addresses, so preempting costs at most a few lost segments
 		// (A resolving its neighbours afresh); measured 0.1-1.2s.
@@ -473,6 +490,9 @@ func TestPair_StatefulFlowIsDroppedAtFailoverNotForwardedRaw(t *testing.T) {
 		if through != 0 || toClient != 0 {
 			t.Errorf("after the failover %d segments of the flow reached the server (%d with the client's raw numbers), %d the client; want none", through, raw, toClient)
 		}
+		// verify finds a raw segment as a break of the mapping: what crossed before the failover
+		// maps, nothing crossed after it.
+		cs.verify(t)
 		drops := counter(t, b, "dropped_no_state")
 		if drops == 0 {
 			t.Error("B counted no dropped_no_state: the flow's retransmissions went somewhere else")
@@ -571,6 +591,7 @@ func TestPair_DeployedKeepalivedHandsOverWhenSeqshiftdDies(t *testing.T) {
 			t.Fatalf("transfer across the hand-over and back: %v", err)
 		}
 		end := time.Now()
+		cs.verify(t)
 		for _, ph := range []struct {
 			name     string
 			from, to time.Time
@@ -591,8 +612,8 @@ func TestPair_DeployedKeepalivedHandsOverWhenSeqshiftdDies(t *testing.T) {
 		t.Logf("seqshiftd killed on the master: B master %s later (track script: 2 failed checks at 1s); longest silence c2s %s, s2c %s; A master again %s after its seqshiftd restarted",
 			tookOver.Sub(died).Round(time.Millisecond), gapC2S.Round(time.Millisecond), gapS2C.Round(time.Millisecond),
 			back.Sub(restarted).Round(time.Millisecond))
-		if gapC2S > 12*time.Second || gapS2C > 12*time.Second {
-			t.Errorf("the hand-over stalled the transfer for %s / %s, want under 12s", gapC2S, gapS2C)
+		if gapC2S > 20*time.Second || gapS2C > 20*time.Second {
+			t.Errorf("the hand-over stalled the transfer for %s / %s, want under 20s", gapC2S, gapS2C)
 		}
 	})
 }
