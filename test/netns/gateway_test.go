@@ -3,6 +3,7 @@ package netns_test
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -266,4 +267,47 @@ func TestKernel_CrashLosesNoConnection(t *testing.T) {
 			t.Errorf("flows_recovered = %d, want the flow carried over from the kernel map", st.Counters["flows_recovered"])
 		}
 	})
+}
+
+// TestFINAndRST_EndFlowsInFlows: with the kernel datapath the established data never reaches
+// the daemon, but every FIN and RST does, so `flows` still follows a connection to its end; the
+// flow leaves the kernel's hands (shifted_in daemon) as soon as it starts closing.
+func TestFINAndRST_EndFlowsInFlows(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, netlab.Options{}, config{Offload: true, Rules: `
+  - name: ending
+    match: {server_ports: [7005]}
+    client_isn: random
+    server_isn: random`})
+	e.start()
+	srv := e.listen(t, false, 7005, nil)
+	state := func(p *pair) (flowInfo, bool) { return findFlow(e.flows(t), p.client) }
+
+	fin := e.connect(t, srv, nil)
+	if err := stream(fin, streamOpts{C2S: 256 << 10, S2C: 256 << 10}); err != nil {
+		t.Fatal(err)
+	}
+	if f, ok := state(fin); !ok || f.State != "established" || (datapath() == "kernel" && f.ShiftedIn != "kernel") {
+		t.Fatalf("before the close: %+v (found %t)", f, ok)
+	}
+	fin.c.Close()
+	fin.s.Close()
+	if !waitFor(5*time.Second, func() bool { f, ok := state(fin); return ok && f.State == "time_wait" }) {
+		f, _ := state(fin)
+		t.Errorf("after both FINs and their ACKs: %+v, want time_wait", f)
+	}
+	if f, _ := state(fin); datapath() == "kernel" && f.ShiftedIn != "daemon" {
+		t.Errorf("a closing flow is shifted in %q, want the daemon to see its last segments", f.ShiftedIn)
+	}
+
+	rst := e.connect(t, srv, nil)
+	if err := stream(rst, streamOpts{C2S: 64 << 10, S2C: 64 << 10}); err != nil {
+		t.Fatal(err)
+	}
+	rst.c.(*net.TCPConn).SetLinger(0) // close with an RST
+	rst.c.Close()
+	if !waitFor(5*time.Second, func() bool { f, ok := state(rst); return ok && f.State == "close" }) {
+		f, _ := state(rst)
+		t.Errorf("after the client's RST: %+v, want close", f)
+	}
 }
