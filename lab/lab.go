@@ -110,8 +110,8 @@ func Run(ctx context.Context, o Options) error {
 			d.stop()
 		}
 	}()
-	fmt.Fprintf(o.Out, "seqshiftd lab: client %s %s — gateway %s (seqshiftd on TUN %s) — server %s %s\n",
-		l.ClientAddr4, l.ClientAddr6, l.Gateway.Name, tunName, l.ServerAddr4, l.ServerAddr6)
+	fmt.Fprintf(o.Out, "seqshiftd lab: client %s %s — gateway %s (seqshiftd, %s) — server %s %s\n",
+		l.ClientAddr4, l.ClientAddr6, l.Gateway.Name, datapathOf(filepath.Join(dir, "control.sock"), l), l.ServerAddr4, l.ServerAddr6)
 	fmt.Fprintf(o.Out, "policy: %s   daemon log: %s\n\n", cfgPath, d.logPath)
 
 	results, err := runConnections(ctx, l)
@@ -471,13 +471,33 @@ func showFlows(w io.Writer, sock string) error {
 	return control.WriteFlowsTable(w, c.Flows)
 }
 
+// datapathOf says which datapath the lab's daemon runs, as its status tells.
+func datapathOf(sock string, l *netlab.Lab) string {
+	c, err := control.Dial(sock, 5*time.Second)
+	if err != nil {
+		return "datapath unknown: " + err.Error()
+	}
+	defer c.Close()
+	st, err := c.Status()
+	switch {
+	case err != nil:
+		return "datapath unknown: " + err.Error()
+	case st.Datapath == "kernel":
+		return fmt.Sprintf("datapath kernel: tc programs on %s and %s, TAP %s", l.GatewayClientIface, l.GatewayServerIface, tunName)
+	case st.DatapathDetail != "":
+		return fmt.Sprintf("datapath %s on TUN %s, because %s", st.Datapath, tunName, st.DatapathDetail)
+	}
+	return fmt.Sprintf("datapath %s on TUN %s", st.Datapath, tunName)
+}
+
 func printKeep(w io.Writer, l *netlab.Lab, d *daemon, cfg, dir, bin string) {
 	ns := func(n *netlab.NS) string { return "ip netns exec " + n.Name }
 	fmt.Fprintf(w, `
 The lab is still up (--keep). seqshiftd runs as pid %d in namespace %s.
   %s %s status -c %s
   %s %s flows -c %s
-  %s ip rule; %s ip route show table all | grep -v local
+  %s ip rule; %s ip route show table all | grep -v local   # the TUN datapath's steering
+  %s tc filter show dev %s ingress                         # the kernel datapath's programs
   %s nc -l -p 502 &          # a server
   %s nc %s 502              # a client; watch with tcpdump -ni %s on both sides
 Tear it all down:
@@ -486,6 +506,7 @@ Tear it all down:
 		ns(l.Gateway), bin, cfg,
 		ns(l.Gateway), bin, cfg,
 		ns(l.Gateway), ns(l.Gateway),
+		ns(l.Gateway), l.GatewayClientIface,
 		ns(l.Server),
 		ns(l.Client), l.ServerAddr4, l.ClientIface,
 		d.cmd.Process.Pid, l.Client.Name, l.Gateway.Name, l.Server.Name, dir)
