@@ -18,6 +18,8 @@ import (
 
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
+
+	"github.com/seqshiftd/seqshiftd/instance"
 )
 
 // Defaults for the server's limits; see options.
@@ -25,6 +27,15 @@ const (
 	defaultRequestTimeout = 5 * time.Second
 	defaultWriteIdle      = 30 * time.Second
 	defaultMaxConns       = 16
+	// statusSlots connections beyond maxConns are kept for `status` and `version`: a health
+	// check must answer while other clients (a stuck script, a slow `flows`) hold every other
+	// slot, or the daemon is reported down when it is only busy. Two: a health check and an
+	// operator at once.
+	statusSlots = 2
+	// statusRequestTimeout is how long a connection in a status slot may take to send its
+	// request: a health check sends it at once, and an idle client squatting on the slot must
+	// give it up quickly.
+	statusRequestTimeout = time.Second
 	// writeBuffer is the only per-connection memory a flows stream uses besides the socket's own
 	// buffer: large enough that a listing costs few syscalls, small enough not to matter.
 	writeBuffer = 64 << 10
@@ -40,7 +51,8 @@ type options struct {
 	// writeIdle bounds how long a single write may wait for the client to read. It is an idle
 	// timeout, not a total one, so a big listing to a client that keeps reading never times out.
 	writeIdle time.Duration
-	// maxConns bounds concurrent connections; more are answered "busy" and closed.
+	// maxConns bounds concurrent connections for any command; statusSlots more may only ask
+	// for status or version; beyond that they are answered "busy" and closed.
 	maxConns int
 }
 
@@ -55,12 +67,13 @@ type Server struct {
 	log  *zap.Logger
 	opts options
 	ln   *net.UnixListener
-	lock *os.File    // flock held for the server's lifetime: one daemon per socket path
-	self os.FileInfo // the socket file as bound, so Close removes only its own
-	uid  int         // the daemon's effective uid, allowed besides root
+	lock *instance.Lock // held for the server's lifetime: one daemon per socket path
+	self os.FileInfo    // the socket file as bound, so Close removes only its own
+	uid  int            // the daemon's effective uid, allowed besides root
 
-	sem chan struct{}
-	wg  sync.WaitGroup
+	sem     chan struct{} // a slot per connection, any command
+	reserve chan struct{} // the status slots, taken only when sem is full
+	wg      sync.WaitGroup
 
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{}
@@ -91,21 +104,22 @@ func listen(path string, h Handler, log *zap.Logger, opts options) (*Server, err
 		return nil, err
 	}
 	s := &Server{
-		path:  path,
-		h:     h,
-		log:   log,
-		opts:  opts,
-		lock:  lock,
-		uid:   os.Geteuid(),
-		sem:   make(chan struct{}, opts.maxConns),
-		conns: make(map[net.Conn]struct{}),
+		path:    path,
+		h:       h,
+		log:     log,
+		opts:    opts,
+		lock:    lock,
+		uid:     os.Geteuid(),
+		sem:     make(chan struct{}, opts.maxConns),
+		reserve: make(chan struct{}, statusSlots),
+		conns:   make(map[net.Conn]struct{}),
 	}
 	if err := checkStale(path); err != nil {
-		lock.Close()
+		lock.Release()
 		return nil, err
 	}
 	if err := s.bind(dir); err != nil {
-		lock.Close()
+		lock.Release()
 		return nil, err
 	}
 	s.wg.Add(1)
@@ -114,25 +128,16 @@ func listen(path string, h Handler, log *zap.Logger, opts options) (*Server, err
 	return s, nil
 }
 
-// lockPath takes an exclusive flock on a file beside the socket. The lock, not the socket, is
+// lockPath takes an exclusive lock on a file beside the socket. The lock, not the socket, is
 // what decides whether another daemon runs: two daemons starting at once could both find a
-// stale socket and the second could unlink the first's fresh one. The kernel drops the lock when
-// the process dies, so a crash never leaves it behind. The file itself is never removed, because
-// removing a lock file while someone may be opening it is how two processes end up holding
-// "the" lock on two different files.
-func lockPath(lockFile string) (*os.File, error) {
-	f, err := os.OpenFile(lockFile, os.O_RDWR|os.O_CREATE, 0o600)
+// stale socket and the second could unlink the first's fresh one. See package instance for why
+// the file is never removed and never followed through a symbolic link.
+func lockPath(lockFile string) (*instance.Lock, error) {
+	l, err := instance.Acquire(lockFile)
 	if err != nil {
-		return nil, fmt.Errorf("open control socket lock: %w", err)
+		return nil, fmt.Errorf("control socket: %w", err)
 	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		f.Close()
-		if errors.Is(err, unix.EWOULDBLOCK) {
-			return nil, fmt.Errorf("another seqshiftd is running (it holds %s)", lockFile)
-		}
-		return nil, fmt.Errorf("lock %s: %w", lockFile, err)
-	}
-	return f, nil
+	return l, nil
 }
 
 // checkStale makes sure nothing live answers at path. A socket nobody listens on is left by a
@@ -223,7 +228,7 @@ func (s *Server) Close() error {
 			err = errors.Join(err, fmt.Errorf("remove control socket: %w", rmErr))
 		}
 	}
-	s.lock.Close()
+	s.lock.Release()
 	return err
 }
 
@@ -243,27 +248,33 @@ func (s *Server) acceptLoop() {
 			continue
 		}
 		backoff = 0
+		slot, statusOnly := s.sem, false
 		select {
 		case s.sem <- struct{}{}:
 		default:
-			// A fresh socket's send buffer is empty, so this write cannot block the accept loop.
-			_ = c.SetWriteDeadline(time.Now().Add(time.Second))
-			writeLine(c, response{Error: "busy: too many control connections, try again"})
-			c.Close()
-			s.log.Warn("control connection refused: too many open", zap.Int("max", s.opts.maxConns))
-			continue
+			select {
+			case s.reserve <- struct{}{}:
+				slot, statusOnly = s.reserve, true
+			default:
+				// A fresh socket's send buffer is empty, so this write cannot block the accept loop.
+				_ = c.SetWriteDeadline(time.Now().Add(time.Second))
+				writeLine(c, response{Error: busy})
+				c.Close()
+				s.log.Warn("control connection refused: too many open", zap.Int("max", s.opts.maxConns+statusSlots))
+				continue
+			}
 		}
 		if !s.track(c) {
-			<-s.sem
+			<-slot
 			c.Close()
 			return
 		}
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			defer func() { <-s.sem }()
+			defer func() { <-slot }()
 			defer s.untrack(c)
-			s.serve(c)
+			s.serve(c, statusOnly)
 		}()
 	}
 }
@@ -285,8 +296,12 @@ func (s *Server) untrack(c net.Conn) {
 	c.Close()
 }
 
-// serve answers the one request of one connection.
-func (s *Server) serve(c *net.UnixConn) {
+// busy is the answer when no slot is free for a connection or its command.
+const busy = "busy: too many control connections, try again"
+
+// serve answers the one request of one connection. A connection in a status slot (statusOnly)
+// has less time to send its request and is answered only for status and version.
+func (s *Server) serve(c *net.UnixConn, statusOnly bool) {
 	defer func() {
 		// A bug in a handler must cost one control request, not the daemon.
 		if r := recover(); r != nil {
@@ -301,12 +316,21 @@ func (s *Server) serve(c *net.UnixConn) {
 		writeLine(c, response{Error: err.Error()})
 		return
 	}
-	_ = c.SetReadDeadline(time.Now().Add(s.opts.requestTimeout))
+	timeout := s.opts.requestTimeout
+	if statusOnly {
+		timeout = min(timeout, statusRequestTimeout)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(timeout))
 	cmd, err := readRequest(bufio.NewReaderSize(c, maxRequest))
 	out := &idleWriter{c: c, idle: s.opts.writeIdle}
 	if err != nil {
 		s.log.Debug("bad control request", zap.Error(err))
 		writeLine(out, response{Error: err.Error()})
+		return
+	}
+	if statusOnly && cmd != cmdStatus && cmd != cmdVersion {
+		s.log.Warn("control connection refused: only status and version may use the reserved slots", zap.String("cmd", cmd))
+		writeLine(out, response{Error: busy})
 		return
 	}
 	s.log.Debug("control request", zap.String("cmd", cmd))

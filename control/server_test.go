@@ -456,42 +456,103 @@ func TestServer_SilentClientTimesOutWithoutBlockingOthers(t *testing.T) {
 	}
 }
 
-func TestServer_BusyBeyondMaxConnections(t *testing.T) {
-	opts := defaultOptions()
-	opts.maxConns = 2
-	s := startServer(t, &fakeHandler{status: testStatus()}, opts)
+// holdIdle opens n connections that never send a request and waits until the server has
+// accepted them all (they are tracked), closing them at cleanup.
+func holdIdle(t *testing.T, s *Server, n int) []net.Conn {
+	t.Helper()
 	var hold []net.Conn
-	for range opts.maxConns {
+	for range n {
 		c, err := net.Dial("unix", s.Path())
 		if err != nil {
 			t.Fatal(err)
 		}
 		hold = append(hold, c)
+		t.Cleanup(func() { c.Close() })
 	}
-	// The server may not have accepted the held connections yet; once it has, a third is busy.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		resp := rawRequest(t, s.Path(), `{"cmd":"status"}`+"\n")
-		if !resp.OK && strings.Contains(resp.Error, "busy") {
-			break
-		}
+	if !waitUntil(5*time.Second, func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return len(s.conns) >= n
+	}) {
+		t.Fatalf("the server did not accept %d held connections", n)
+	}
+	return hold
+}
+
+func waitUntil(d time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(d)
+	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("never busy with %d connections held: %+v", opts.maxConns, resp)
+			return false
 		}
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(5 * time.Millisecond)
+	}
+	return true
+}
+
+func TestServer_BusyBeyondMaxConnections(t *testing.T) {
+	opts := defaultOptions()
+	opts.maxConns = 2
+	opts.requestTimeout = time.Minute // the held connections must outlive the test's requests
+	s := startServer(t, &fakeHandler{status: testStatus()}, opts)
+	hold := holdIdle(t, s, opts.maxConns+statusSlots)
+	if resp := rawRequest(t, s.Path(), `{"cmd":"status"}`+"\n"); resp.OK || !strings.Contains(resp.Error, "busy") {
+		t.Fatalf("with %d connections held, status = %+v, want busy", len(hold), resp)
 	}
 	for _, c := range hold {
 		c.Close()
 	}
-	for {
+	if !waitUntil(5*time.Second, func() bool { return rawRequest(t, s.Path(), `{"cmd":"status"}`+"\n").OK }) {
+		t.Fatal("still refused after the held connections closed")
+	}
+}
+
+// A health check must answer while a stuck script or a slow client holds every ordinary slot:
+// sixteen connections that never say anything, as issue 11 found, made `status` fail as busy.
+func TestServer_StatusAnswersWhileSixteenIdleClientsHoldTheSlots(t *testing.T) {
+	opts := defaultOptions()
+	opts.requestTimeout = time.Minute
+	s := startServer(t, &fakeHandler{status: testStatus(), flows: testFlows()}, opts)
+	holdIdle(t, s, defaultMaxConns)
+	for i := range 20 {
+		start := time.Now()
 		resp := rawRequest(t, s.Path(), `{"cmd":"status"}`+"\n")
-		if resp.OK {
-			break
+		if !resp.OK || resp.Status == nil {
+			t.Fatalf("status %d with %d idle connections held: %+v", i, defaultMaxConns, resp)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("still refused after the held connections closed: %+v", resp)
+		if d := time.Since(start); d > time.Second {
+			t.Errorf("status %d took %v", i, d)
 		}
-		time.Sleep(10 * time.Millisecond)
+	}
+	if resp := rawRequest(t, s.Path(), `{"cmd":"version"}`+"\n"); !resp.OK {
+		t.Errorf("version in a status slot = %+v", resp)
+	}
+	// The reserve is for the health check, not a back door around the limit.
+	if resp := rawRequest(t, s.Path(), `{"cmd":"flows"}`+"\n"); resp.OK || !strings.Contains(resp.Error, "busy") {
+		t.Errorf("flows in a status slot = %+v, want busy", resp)
+	}
+}
+
+// Idle clients that also squat on the status slots lose them after statusRequestTimeout, while
+// the ordinary slots keep their own, longer timeout.
+func TestServer_IdleClientsInStatusSlotsAreDroppedQuickly(t *testing.T) {
+	opts := defaultOptions()
+	opts.requestTimeout = time.Minute
+	s := startServer(t, &fakeHandler{status: testStatus()}, opts)
+	holdIdle(t, s, defaultMaxConns+statusSlots)
+	if resp := rawRequest(t, s.Path(), `{"cmd":"status"}`+"\n"); resp.OK {
+		t.Fatalf("status answered with every slot held: %+v", resp)
+	}
+	start := time.Now()
+	if !waitUntil(3*statusRequestTimeout, func() bool { return rawRequest(t, s.Path(), `{"cmd":"status"}`+"\n").OK }) {
+		t.Fatal("the status slots were never freed of idle clients")
+	}
+	t.Logf("status answered again after %v", time.Since(start).Round(time.Millisecond))
+	s.mu.Lock()
+	n := len(s.conns)
+	s.mu.Unlock()
+	if n < defaultMaxConns {
+		t.Errorf("only %d connections left: the ordinary slots' idle clients were dropped early too", n)
 	}
 }
 
