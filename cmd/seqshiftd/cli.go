@@ -2,17 +2,12 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"time"
 
-	"go.uber.org/zap"
-
 	"github.com/seqshiftd/seqshiftd/control"
 	"github.com/seqshiftd/seqshiftd/policy"
-	"github.com/seqshiftd/seqshiftd/steering"
-	"github.com/seqshiftd/seqshiftd/tcshift"
 )
 
 // controlTimeout bounds every control-socket exchange, so a wedged daemon cannot hang a
@@ -103,32 +98,5 @@ func cmdFlows(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "seqshiftd:", err)
 		return 1
 	}
-	return 0
-}
-
-func cmdTeardown(args []string, stdout, stderr io.Writer) int {
-	fs, path := newFlags("teardown", stderr)
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-	// Teardown needs only what identifies the installed steering; a broken rule elsewhere in
-	// the file must not keep anyone from removing it.
-	cfg, err := policy.LoadKeys(*path, "tun", "intercept", "steering", "control_socket", "kernel", "flows")
-	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return 1
-	}
-	log := newLogger("console", zap.NewAtomicLevelAt(zap.InfoLevel), stderr)
-	if c, err := control.Dial(cfg.ControlSocket, time.Second); err == nil {
-		c.Close()
-		fmt.Fprintln(stderr, "seqshiftd: warning: the daemon is still running; it will keep forwarding through the TUN but intercepted traffic now bypasses it")
-	}
-	// Both datapaths' objects: whichever ran last, or both after a change of datapath.
-	if err := errors.Join(steering.Remove(steeringConfig(cfg), log.Named("steering")),
-		tcshift.Detach(kernelConfig(cfg, cfg.Tun.Name))); err != nil {
-		fmt.Fprintln(stderr, "seqshiftd: teardown:", err)
-		return 1
-	}
-	fmt.Fprintln(stdout, "seqshiftd: steering removed")
 	return 0
 }

@@ -87,6 +87,8 @@ type daemon struct {
 	metrics  *metrics.Metrics
 	traffic  *ruleTraffic
 
+	lastSnapshot time.Time // only the run loop's goroutine uses it
+
 	reloadMu      sync.Mutex
 	lastReloadErr string
 	lastReload    time.Time
@@ -103,10 +105,19 @@ func (d *daemon) run() error {
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(sigs)
 	d.log.Info("starting", zap.String("version", buildVersion()), zap.String("config", d.path))
+	// Before anything else is touched: a second daemon must leave the first exactly as it is.
+	lock, err := d.lockInstance()
+	if err != nil {
+		return err
+	}
+	defer lock.Release()
 
 	if err := d.restore(); err != nil {
 		return err
 	}
+	// Write-ahead: the record lists what this run may install before open pins a map or steer
+	// attaches or installs anything, so that teardown has a list even after a crash half-way.
+	d.recordInstall(d.installObjects()...)
 	if err := d.open(); err != nil {
 		return err
 	}
@@ -346,6 +357,7 @@ func (d *daemon) stop(s *serving) error {
 			log.Error("stop the kernel datapath", zap.Error(kerr))
 			err = errors.Join(err, kerr)
 		} else if onStop == policy.OnStopRestore {
+			d.unrecord(d.installObjects()...)
 			log.Info("kernel datapath removed (on_stop: restore); traffic is forwarded untouched")
 		} else {
 			log.Info("kernel datapath left attached (on_stop: fail-closed): established flows keep being shifted, " +
@@ -356,6 +368,7 @@ func (d *daemon) stop(s *serving) error {
 			log.Error("remove steering", zap.Error(rerr))
 			err = errors.Join(err, rerr)
 		} else {
+			d.unrecord(d.installObjects()...)
 			log.Info("steering removed (on_stop: restore); traffic is forwarded untouched")
 		}
 	} else {
@@ -396,6 +409,7 @@ func (d *daemon) snapshot() {
 	if path == "" {
 		return
 	}
+	d.lastSnapshot = time.Now()
 	// What only the kernel forwarded (counters, last-seen times) goes into the snapshot too.
 	if _, err := d.engine.Sync(); err != nil {
 		d.log.Warn("reading the kernel flow map before the snapshot failed", zap.Error(err))
@@ -414,6 +428,14 @@ func (d *daemon) reload(snap *time.Ticker) {
 	if err == nil {
 		err = cfg.LoadKey(true)
 	}
+	overdue := false
+	// Registered before the unlock below, so it runs after it: a snapshot must not hold up
+	// `status`, which takes reloadMu.
+	defer func() {
+		if overdue {
+			d.snapshot()
+		}
+	}()
 	var lvl zapcore.Level
 	if err == nil {
 		lvl, err = parseLevel(cfg.Log.Level)
@@ -434,7 +456,7 @@ func (d *daemon) reload(snap *time.Ticker) {
 	cfg.Inherit(old.Config)
 	d.level.SetLevel(lvl)
 	d.table.SetTimeouts(cfg.Flows.Timeouts)
-	snap.Reset(cfg.SnapshotInterval)
+	overdue = d.retimeSnapshots(snap, old.Config.SnapshotInterval, cfg.SnapshotInterval)
 	next := &datapath.Policy{Config: cfg, Generation: old.Generation + 1}
 	d.engine.SetPolicy(next)
 	d.reloadsOK++

@@ -25,7 +25,9 @@ commands:
   check     [-c FILE]          validate the configuration without touching the system
   status    [-c FILE] [--json] show the running daemon's state (exit 0 only when it is steering)
   flows     [-c FILE] [--json] list tracked connections
-  teardown  [-c FILE]          remove the policy rules and routes seqshiftd installed
+  teardown  [-c FILE] [-record PATH] [-table N] [-priority N] [-protocol N] [-tun NAME]
+                               remove what seqshiftd installed; a broken or missing FILE
+                               is a warning (the install record or the tag is enough)
   lab       [--keep]           build a namespace lab, run connections through seqshiftd, show both sides
   verify    CLIENT.pcap SERVER.pcap [--json] [--strict]  prove from captures on both sides that every segment maps
   version                      print the version
