@@ -7,10 +7,13 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"io/fs"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/seqshiftd/seqshiftd/seqnum"
 	"github.com/seqshiftd/seqshiftd/tcpwindow"
@@ -191,8 +194,14 @@ func (w *snapWriter) flow(f *Flow) {
 // checksum, truncation, impossible values) wrap ErrCorrupt; a missing file wraps
 // fs.ErrNotExist. Flows already in the table are kept; flows that find the table full (after
 // the usual eviction) are counted in Stats.Refused and skipped, which is not an error.
+//
+// The file is what the next run trusts for every offset, so before a byte is read it must be
+// what Snapshot writes: opened without following a symbolic link and without blocking (a FIFO
+// planted there would hang the start for ever), a regular file owned by this process's
+// effective user, writable by nobody else, and no larger than the table's capacity allows
+// (a huge file is refused, not read whole). Those refusals wrap ErrUntrusted.
 func (t *Table) Restore(path string) (int, error) {
-	f, err := os.Open(path)
+	f, err := openSnapshot(path, t.MaxFlows())
 	if err != nil {
 		return 0, fmt.Errorf("restore: %w", err)
 	}
@@ -204,12 +213,61 @@ func (t *Table) Restore(path string) (int, error) {
 	return n, nil
 }
 
+// ErrUntrusted is wrapped by Restore's errors about a state file it will not read: a link, not
+// a regular file, owned by another user, writable by others, or too large.
+var ErrUntrusted = errors.New("state file not trusted")
+
+// maxSnapshotSize is the largest file Snapshot can write for a table of maxFlows flows.
+func maxSnapshotSize(maxFlows int) int64 {
+	return headerLen + int64(maxFlows)*(recordLen+maxRuleLen) + 1 + 8 + 4
+}
+
+// openSnapshot opens path for Restore with the checks Restore describes, made on the opened
+// descriptor so that nothing can be swapped in between the check and the read.
+func openSnapshot(path string, maxFlows int) (*os.File, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		if errors.Is(err, unix.ELOOP) {
+			return nil, fmt.Errorf("%w: %s is a symbolic link", ErrUntrusted, path)
+		}
+		return nil, &fs.PathError{Op: "open", Path: path, Err: err}
+	}
+	f := os.NewFile(uintptr(fd), path)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		f.Close()
+		return nil, &fs.PathError{Op: "fstat", Path: path, Err: err}
+	}
+	var why string
+	switch euid := uint32(os.Geteuid()); {
+	case st.Mode&unix.S_IFMT != unix.S_IFREG:
+		why = fmt.Sprintf("%s is not a regular file (type %#o)", path, st.Mode&unix.S_IFMT)
+	case st.Uid != euid:
+		why = fmt.Sprintf("%s is owned by uid %d, not by this process's uid %d", path, st.Uid, euid)
+	case st.Mode&0o022 != 0:
+		why = fmt.Sprintf("%s is writable by group or others (mode %04o)", path, st.Mode&0o7777)
+	case st.Size > maxSnapshotSize(maxFlows):
+		why = fmt.Sprintf("%s is %d bytes, more than a snapshot of flows.max %d flows can be (%d)", path, st.Size, maxFlows, maxSnapshotSize(maxFlows))
+	}
+	if why != "" {
+		f.Close()
+		return nil, fmt.Errorf("%w: %s", ErrUntrusted, why)
+	}
+	// Back to blocking reads: O_NONBLOCK was only there so that opening a FIFO could not hang.
+	if err := unix.SetNonblock(fd, false); err != nil {
+		f.Close()
+		return nil, &fs.PathError{Op: "fcntl", Path: path, Err: err}
+	}
+	return f, nil
+}
+
 func (t *Table) restore(in io.Reader) (int, error) {
 	r := snapReader{r: bufio.NewReaderSize(in, 64<<10), t: t, names: make(map[string]string)}
 	pend, err := r.readAll()
 	if err != nil {
 		return 0, err
 	}
+	t.shards[0].refused.Add(r.dropped)
 	now := t.tick()
 	to := t.timeouts.Load()
 	n := 0
@@ -239,6 +297,7 @@ type snapReader struct {
 	crc     uint32
 	t       *Table
 	names   map[string]string // rule names, shared by their flows
+	dropped uint64            // valid records beyond the table's capacity, not kept
 	buf     [recordLen + maxRuleLen]byte
 }
 
@@ -274,6 +333,7 @@ func (r *snapReader) readAll() ([]pending, error) {
 		return nil, corrupt("unknown flags %#x", fl)
 	}
 	var out []pending
+	var n uint64
 	for {
 		tag := r.buf[:1]
 		if err := r.read(tag); err != nil {
@@ -283,13 +343,20 @@ func (r *snapReader) readAll() ([]pending, error) {
 			break
 		}
 		if tag[0] != tagRecord {
-			return nil, corrupt("record %d: bad tag %#x", len(out), tag[0])
+			return nil, corrupt("record %d: bad tag %#x", n, tag[0])
 		}
 		p, err := r.record()
 		if err != nil {
-			return nil, fmt.Errorf("record %d: %w", len(out), err)
+			return nil, fmt.Errorf("record %d: %w", n, err)
 		}
-		out = append(out, p)
+		n++
+		// Records beyond the table's capacity are checked but not kept: they could not be
+		// placed anyway, and memory stays bounded by flows.max whatever the file holds.
+		if len(out) < r.t.MaxFlows() {
+			out = append(out, p)
+		} else {
+			r.dropped++
+		}
 	}
 	var end [8]byte
 	if err := r.read(end[:]); err != nil {
@@ -303,8 +370,8 @@ func (r *snapReader) readAll() ([]pending, error) {
 	if got := binary.LittleEndian.Uint32(end[:4]); got != want {
 		return nil, corrupt("checksum mismatch (file %#08x, computed %#08x)", got, want)
 	}
-	if count != uint64(len(out)) {
-		return nil, corrupt("%d records, trailer says %d", len(out), count)
+	if count != n {
+		return nil, corrupt("%d records, trailer says %d", n, count)
 	}
 	if _, err := r.r.ReadByte(); err == nil {
 		return nil, corrupt("data after the checksum")

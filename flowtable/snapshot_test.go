@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/seqshiftd/seqshiftd/seqnum"
 )
 
@@ -288,5 +290,81 @@ func TestRestore_KeepsLiveFlows(t *testing.T) {
 	small := New(Config{MaxFlows: 2, Clock: clk})
 	if n, err := small.Restore(path); err != nil || n == 0 || small.Stats().Active != 2 || small.Stats().Refused+small.Stats().Evicted == 0 {
 		t.Fatalf("Restore into a small table = %d, %v, %+v", n, err, small.Stats())
+	}
+}
+
+// TestRestore_RefusesUntrustedFiles: what a local attacker or an accident can put at
+// state_file is refused before a byte is read, and never blocks the start.
+func TestRestore_RefusesUntrustedFiles(t *testing.T) {
+	tab, clk, _ := newTestTable(t, Config{MaxFlows: 64})
+	populate(t, tab)
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.state")
+	if err := tab.Snapshot(good); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mk := func(name string, f func(p string) error) string {
+		p := filepath.Join(dir, name)
+		if err := f(p); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	copyMode := func(mode os.FileMode) func(string) error {
+		return func(p string) error {
+			if err := os.WriteFile(p, data, 0o600); err != nil {
+				return err
+			}
+			return os.Chmod(p, mode)
+		}
+	}
+	cases := []struct{ name, path, want string }{
+		{"FIFO", mk("fifo.state", func(p string) error { return unix.Mkfifo(p, 0o600) }), "not a regular file"},
+		{"symlink to a good snapshot", mk("link.state", func(p string) error { return os.Symlink(good, p) }), "symbolic link"},
+		{"directory", mk("dir.state", func(p string) error { return os.Mkdir(p, 0o700) }), "not a regular file"},
+		{"mode 0666", mk("ww.state", copyMode(0o666)), "writable by group or others"},
+		{"mode 0620", mk("gw.state", copyMode(0o620)), "writable by group or others"},
+		{"larger than flows.max allows", mk("huge.state", func(p string) error {
+			if err := os.WriteFile(p, data, 0o600); err != nil {
+				return err
+			}
+			return os.Truncate(p, maxSnapshotSize(64)+1) // sparse: the check must not read it
+		}), "more than a snapshot of flows.max 64"},
+	}
+	if os.Geteuid() == 0 {
+		cases = append(cases, struct{ name, path, want string }{"owned by another user",
+			mk("other.state", func(p string) error {
+				if err := os.WriteFile(p, data, 0o600); err != nil {
+					return err
+				}
+				return os.Chown(p, 65534, 65534)
+			}), "owned by uid 65534"})
+	} else {
+		t.Log("not root: the other-owner case is skipped (it needs chown)")
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			fresh := New(Config{MaxFlows: 64, Clock: clk})
+			done := make(chan error, 1)
+			go func() { _, err := fresh.Restore(tc.path); done <- err }()
+			select {
+			case err := <-done:
+				if !errors.Is(err, ErrUntrusted) || !strings.Contains(err.Error(), tc.want) {
+					t.Errorf("Restore = %v, want ErrUntrusted saying %q", err, tc.want)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("Restore blocked")
+			}
+			if fresh.Stats().Active != 0 {
+				t.Errorf("%d flows loaded from an untrusted file", fresh.Stats().Active)
+			}
+		})
+	}
+	if n, err := New(Config{MaxFlows: 64, Clock: clk}).Restore(good); err != nil || n == 0 {
+		t.Fatalf("the good snapshot itself: %d, %v", n, err)
 	}
 }
