@@ -302,6 +302,9 @@ func (d *decoder) document(data []byte) (root *yaml.Node, ok bool) {
 		}
 		return nil, false
 	}
+	if !d.bounded(&doc) {
+		return nil, false
+	}
 	if doc.Kind == yaml.DocumentNode && len(doc.Content) == 1 {
 		return doc.Content[0], true
 	}
@@ -620,6 +623,7 @@ func (d *decoder) rules(n *yaml.Node, key *isnKey) []*Rule {
 				r.Match.ServerPorts = d.ports(pv)
 			}
 		}
+		r.Match.index()
 		if v, ok := m["client_isn"]; ok {
 			r.Client = d.side(v, "client_isn", key)
 		}

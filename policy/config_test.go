@@ -188,6 +188,7 @@ rules:
 		Servers:     []netip.Prefix{netip.MustParsePrefix("2001:2::/48")},
 		ServerPorts: []PortRange{{502, 502}, {20000, 20010}, {443, 443}},
 	}
+	wantSel.index() // Parse indexes every selector
 	if !reflect.DeepEqual(r.Match, wantSel) {
 		t.Errorf("match = %+v, want %+v", r.Match, wantSel)
 	}

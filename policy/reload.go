@@ -98,8 +98,18 @@ func (c *Config) Warnings() []string {
 			out = append(out, fmt.Sprintf("line %d: intercept interface %q does not exist on this host", ic.line, ic.Iface))
 		}
 	}
+	// Each pair costs the length of the later rule's lists (covers looks them up in the
+	// earlier rule's index), but there are n²/2 pairs: past a budget the check stops and says
+	// so, rather than let a file of many thousand rules make `check` take minutes.
+	budget := shadowBudget
+rules:
 	for j, r := range c.Rules {
 		for _, e := range c.Rules[:j] {
+			budget -= 1 + len(r.Match.Clients) + len(r.Match.Servers) + len(r.Match.ServerPorts)
+			if budget < 0 {
+				out = append(out, fmt.Sprintf("line %d: rules from %q on were not checked for shadowing (more than %d comparisons)", r.line, r.Name, shadowBudget))
+				break rules
+			}
 			if e.Match.covers(&r.Match) {
 				out = append(out, fmt.Sprintf("line %d: rule %q can never match: rule %q (line %d) before it matches every connection it does",
 					r.line, r.Name, e.Name, e.line))
@@ -109,6 +119,9 @@ func (c *Config) Warnings() []string {
 	}
 	return out
 }
+
+// shadowBudget bounds the work of the shadowed-rule warning: a fraction of a second.
+const shadowBudget = 20_000_000
 
 // Summary describes each rule on one line, for `seqshiftd check`.
 func (c *Config) Summary() []string {

@@ -3,6 +3,7 @@ package policy
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -23,6 +24,97 @@ type Selector struct {
 	Clients     []netip.Prefix // the end that sent the SYN
 	Servers     []netip.Prefix
 	ServerPorts []PortRange
+
+	// Lookup structures built by index, so that a rule listing many prefixes or ports costs a
+	// SYN what a short one does. A Selector built without index falls back to the lists.
+	clients, servers *prefixSet
+	ports            []PortRange // ServerPorts sorted and merged
+	indexed          bool
+}
+
+// indexThreshold is the list length from which a hash lookup per prefix length beats a scan.
+const indexThreshold = 16
+
+// index builds the selector's lookup structures. Sorting and merging are O(n log n); lookups
+// are then O(number of distinct prefix lengths) for prefixes, at most 33 or 129, and
+// O(log n) for ports.
+func (s *Selector) index() {
+	s.clients, s.servers = newPrefixSet(s.Clients), newPrefixSet(s.Servers)
+	s.ports = mergePorts(s.ServerPorts)
+	s.indexed = true
+}
+
+// prefixSet answers "is a in one of these prefixes" with one map lookup per distinct prefix
+// length of a's family instead of one comparison per prefix. nil means "use the list".
+type prefixSet struct {
+	set   map[netip.Prefix]struct{}
+	lens4 []int // distinct lengths of the IPv4 prefixes
+	lens6 []int
+}
+
+func newPrefixSet(ps []netip.Prefix) *prefixSet {
+	if len(ps) < indexThreshold {
+		return nil
+	}
+	s := &prefixSet{set: make(map[netip.Prefix]struct{}, len(ps))}
+	seen4, seen6 := map[int]bool{}, map[int]bool{}
+	for _, p := range ps {
+		p = p.Masked()
+		s.set[p] = struct{}{}
+		if p.Addr().Is4() && !seen4[p.Bits()] {
+			seen4[p.Bits()] = true
+			s.lens4 = append(s.lens4, p.Bits())
+		} else if p.Addr().Is6() && !seen6[p.Bits()] {
+			seen6[p.Bits()] = true
+			s.lens6 = append(s.lens6, p.Bits())
+		}
+	}
+	slices.Sort(s.lens4)
+	slices.Sort(s.lens6)
+	return s
+}
+
+func (s *prefixSet) contains(a netip.Addr) bool {
+	lens := s.lens6
+	if a.Is4() {
+		lens = s.lens4
+	}
+	for _, l := range lens {
+		p, _ := a.Prefix(l)
+		if _, ok := s.set[p]; ok {
+			return true
+		}
+	}
+	return false
+}
+
+// mergePorts returns the ranges sorted by their low end with overlapping and adjacent ones
+// joined, so that a port is found by binary search and coverage is one pass.
+func mergePorts(ps []PortRange) []PortRange {
+	out := slices.Clone(ps)
+	slices.SortFunc(out, func(a, b PortRange) int { return int(a.Lo) - int(b.Lo) })
+	merged := out[:0]
+	for _, p := range out {
+		if n := len(merged); n > 0 && int(p.Lo) <= int(merged[n-1].Hi)+1 {
+			merged[n-1].Hi = max(merged[n-1].Hi, p.Hi)
+			continue
+		}
+		merged = append(merged, p)
+	}
+	return merged
+}
+
+// sortedPortsContain finds port in ranges sorted and merged by mergePorts.
+func sortedPortsContain(ps []PortRange, port uint16) bool {
+	if len(ps) < indexThreshold {
+		return portsContain(ps, port)
+	}
+	i, _ := slices.BinarySearchFunc(ps, port, func(p PortRange, port uint16) int { return int(p.Lo) - int(port) })
+	// ps[i-1] is the last range starting at or below port (ps[i] if it starts exactly there).
+	if i < len(ps) && ps[i].Lo == port {
+		return true
+	}
+	return i > 0 && port <= ps[i-1].Hi
 }
 
 // PortRange is an inclusive range of TCP ports; a single port has Lo == Hi.
@@ -57,10 +149,24 @@ func (r *Rule) Matches(client, server netip.Addr, serverPort uint16) bool {
 
 // matches checks the cheapest selector first: most rules are told apart by port.
 func (s *Selector) matches(client, server netip.Addr, port uint16) bool {
-	if len(s.ServerPorts) > 0 && !portsContain(s.ServerPorts, port) {
+	if !s.indexed {
+		if len(s.ServerPorts) > 0 && !portsContain(s.ServerPorts, port) {
+			return false
+		}
+		return prefixesContain(s.Servers, server) && prefixesContain(s.Clients, client)
+	}
+	if len(s.ports) > 0 && !sortedPortsContain(s.ports, port) {
 		return false
 	}
-	return prefixesContain(s.Servers, server) && prefixesContain(s.Clients, client)
+	return setContains(s.servers, s.Servers, server) && setContains(s.clients, s.Clients, client)
+}
+
+// setContains uses the set when the list was long enough to get one.
+func setContains(set *prefixSet, list []netip.Prefix, a netip.Addr) bool {
+	if set == nil {
+		return prefixesContain(list, a)
+	}
+	return set.contains(a)
 }
 
 func portsContain(ps []PortRange, port uint16) bool {
@@ -86,12 +192,21 @@ func prefixesContain(ps []netip.Prefix, a netip.Addr) bool {
 }
 
 // covers reports whether every connection s2 matches is also matched by s: then a rule with s
-// placed before a rule with s2 shadows it completely.
+// placed before a rule with s2 shadows it completely. It costs O(len(s2's lists)) when s is
+// indexed (each of s2's prefixes is looked up, not compared with each of s's), so checking one
+// rule against another is never quadratic in their list lengths.
 func (s *Selector) covers(s2 *Selector) bool {
-	return coversPorts(s.ServerPorts, s2.ServerPorts) &&
-		coversPrefixes(s.Servers, s2.Servers) && coversPrefixes(s.Clients, s2.Clients)
+	ix := s
+	if !s.indexed {
+		ix = &Selector{Clients: s.Clients, Servers: s.Servers, ServerPorts: s.ServerPorts}
+		ix.index()
+	}
+	return coversPorts(ix.ports, s2.ServerPorts) &&
+		coversPrefixes(ix.servers, s.Servers, s2.Servers) && coversPrefixes(ix.clients, s.Clients, s2.Clients)
 }
 
+// coversPorts reports whether each range of b lies within a, given as mergePorts returns it
+// (so ranges of a that only cover one of b's together, being merged, count too).
 func coversPorts(a, b []PortRange) bool {
 	if len(a) == 0 {
 		return true
@@ -99,24 +214,21 @@ func coversPorts(a, b []PortRange) bool {
 	if len(b) == 0 {
 		return false
 	}
-	// Each of b's ranges must lie within one of a's. Adjacent ranges in a that only cover b
-	// together are missed: the check is meant to be cheap, not complete.
 	for _, rb := range b {
-		in := false
-		for _, ra := range a {
-			if ra.Lo <= rb.Lo && rb.Hi <= ra.Hi {
-				in = true
-				break
-			}
+		i, found := slices.BinarySearchFunc(a, rb.Lo, func(p PortRange, port uint16) int { return int(p.Lo) - int(port) })
+		if !found {
+			i--
 		}
-		if !in {
+		if i < 0 || rb.Hi > a[i].Hi {
 			return false
 		}
 	}
 	return true
 }
 
-func coversPrefixes(a, b []netip.Prefix) bool {
+// coversPrefixes reports whether each prefix of b lies within one of a's (list, with set its
+// index when it has one).
+func coversPrefixes(set *prefixSet, a, b []netip.Prefix) bool {
 	if len(a) == 0 {
 		return true
 	}
@@ -124,18 +236,36 @@ func coversPrefixes(a, b []netip.Prefix) bool {
 		return false
 	}
 	for _, pb := range b {
-		in := false
-		for _, pa := range a {
-			if pa.Addr().BitLen() == pb.Addr().BitLen() && pa.Bits() <= pb.Bits() && pa.Contains(pb.Addr()) {
-				in = true
-				break
-			}
-		}
-		if !in {
+		if !prefixCovered(set, a, pb) {
 			return false
 		}
 	}
 	return true
+}
+
+func prefixCovered(set *prefixSet, a []netip.Prefix, pb netip.Prefix) bool {
+	if set == nil {
+		for _, pa := range a {
+			if pa.Addr().BitLen() == pb.Addr().BitLen() && pa.Bits() <= pb.Bits() && pa.Contains(pb.Addr()) {
+				return true
+			}
+		}
+		return false
+	}
+	lens := set.lens6
+	if pb.Addr().Is4() {
+		lens = set.lens4
+	}
+	for _, l := range lens {
+		if l > pb.Bits() {
+			break
+		}
+		p, _ := pb.Addr().Prefix(l)
+		if _, ok := set.set[p]; ok {
+			return true
+		}
+	}
+	return false
 }
 
 // parsePrefix reads a CIDR prefix or a bare address (a single host). It refuses what would
