@@ -443,6 +443,11 @@ func ifaceNameProblem(s string) string {
 		return fmt.Sprintf("%q is not a valid interface name", s)
 	case strings.ContainsAny(s, "/: \t\n\r\v\f"):
 		return fmt.Sprintf("interface name %q contains '/', ':' or white space", s)
+	case strings.Contains(s, "%"):
+		// The kernel reads "%d" as "pick a free number": the TUN would get a name nobody asked
+		// for, and steering, status and teardown, which find it by this exact name, would not
+		// find it. No existing interface can have a '%' in its name either.
+		return fmt.Sprintf("interface name %q contains '%%': name the device exactly", s)
 	}
 	return ""
 }

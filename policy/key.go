@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 
 	"github.com/dchest/siphash"
+	"golang.org/x/sys/unix"
 )
 
 // KeyLen is the size of a key file: 32 bytes, raw, or as 64 hexadecimal digits.
@@ -58,11 +59,36 @@ func (k *isnKey) set(raw []byte) {
 	k.k.Store(&[2]uint64{k0, k1})
 }
 
-func readKey(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
+// CheckKey is LoadKey for `seqshiftd check`: it reads isn_key_file when a rule uses keyed and
+// reports what LoadKey would refuse (group or other access, not a regular file, wrong length)
+// as an error, without creating anything. A missing file, which run creates, and one this
+// user may not read (check run as another user than the daemon) are warnings.
+func (c *Config) CheckKey() (warning string, err error) {
+	if !c.usesKeyed() {
+		return "", nil
 	}
+	raw, err := readKey(c.ISNKeyFile)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Sprintf("isn_key_file %s does not exist; run will create it", c.ISNKeyFile), nil
+	case errors.Is(err, fs.ErrPermission):
+		return fmt.Sprintf("isn_key_file %s: cannot read it as this user, so it was not checked (run check as root or as the daemon's user)", c.ISNKeyFile), nil
+	case err != nil:
+		line, col := max(c.keyPos[0], 1), max(c.keyPos[1], 1)
+		return "", &Error{File: c.Path, Line: line, Col: col, Msg: fmt.Sprintf("isn_key_file: %v", err)}
+	}
+	c.key.set(raw)
+	return "", nil
+}
+
+func readKey(path string) ([]byte, error) {
+	// O_NONBLOCK: a FIFO at the key's path must be refused below, not hang the start. A
+	// symbolic link is followed: keys are often deployed as links by configuration management.
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &fs.PathError{Op: "open", Path: path, Err: err}
+	}
+	f := os.NewFile(uintptr(fd), path)
 	defer f.Close()
 	st, err := f.Stat()
 	if err != nil {

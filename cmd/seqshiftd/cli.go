@@ -24,7 +24,17 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
-	for _, w := range cfg.Warnings() {
+	// What run refuses, check refuses: the key file is read now, as run reads it.
+	keyWarning, err := cfg.CheckKey()
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	warnings := cfg.Warnings()
+	if keyWarning != "" {
+		warnings = append(warnings, keyWarning)
+	}
+	for _, w := range warnings {
 		fmt.Fprintf(stderr, "%s: warning: %s\n", *path, w)
 	}
 	for _, line := range cfg.Summary() {
