@@ -124,6 +124,11 @@ var (
 		Help:   "What the daemon did to the kernel datapath's flow map and its TAP frames, by op (published: an entry written as a flow changed mode; put_failed: a write that failed, so the flow's packets keep crossing the daemon; no_meta: a TAP frame without the programs' metadata, dropped).",
 		Labels: []string{"op"}, Values: counter.Each(kernelOpNames[:]...), Status: "kernel_%s",
 	}
+	counterDroppedShifted = &counter.Desc{
+		Name:   "dropped_shifted_packets_total",
+		Help:   "Packets of a shifted flow that could not be shifted (malformed, or an ICMP quote that could not be translated): dropped whatever the malformed setting says, never forwarded with raw sequence numbers.",
+		Status: "dropped_shifted",
+	}
 	// Indexed by op below.
 	counterErrors = &counter.Desc{
 		Name:   "datapath_errors_total",
@@ -133,7 +138,7 @@ var (
 
 	table = counter.NewTable(counterRewrittenPackets, counterRewrittenBytes, counterICMPTranslated,
 		counterPassed, counterDropped, counterMalformed, counterExempt, counterRefused, counterAdopted,
-		counterRestarted, counterVerdicts, counterKernel, counterErrors)
+		counterRestarted, counterVerdicts, counterKernel, counterDroppedShifted, counterErrors)
 )
 
 // KernelOp indexes counterKernel.

@@ -7,6 +7,7 @@
 // forwards a segment with no flow under a rule it cannot pick up mid-stream (a stateful ISN mode):
 // such a segment carries another gateway's (or an earlier run's) numbers or none at all, so it is
 // dropped and counted as no_state.
+// It never forwards a packet of a shifted flow that it could not shift, whatever the policy says.
 package datapath
 
 import (
@@ -171,7 +172,7 @@ func (e *Engine) handle(c *Counters, pol *Policy, pkt []byte, partial bool, meta
 		return e.handleICMP(c, pkt, &p, meta.Hook)
 	case rewrite.KindMalformed:
 		c.malformed(p.Reason)
-		return pol.Config.Malformed != policy.MalformedDrop
+		return pol.Config.Malformed != policy.MalformedDrop && !e.ofShiftedFlow(c, pkt)
 	default:
 		c.passed(PassNotTCP)
 		return true
@@ -244,10 +245,29 @@ func (e *Engine) handleTCP(c *Counters, pol *Policy, pkt []byte, p *rewrite.Pack
 		return true
 	}
 	if r := rewrite.Shift(pkt, p, d.Seq, d.Ack, partial); r != rewrite.ReasonNone {
+		// Whatever `malformed` says: forwarded, it would carry the raw numbers the shift hides.
 		c.malformed(r)
-		return pol.Config.Malformed != policy.MalformedDrop
+		c.inc(counterDroppedShifted)
+		return false
 	}
 	c.rewritten(dir, p.PayloadLen)
+	return true
+}
+
+// ofShiftedFlow reports whether a packet Classify found malformed belongs to a flow with a
+// non-zero offset, and counts it as dropped if so: `malformed: pass` is for packets of no
+// shifted flow, since forwarding one of a shifted flow would show each end the other's raw
+// sequence numbers, exactly what a random or keyed ISN is meant to hide.
+func (e *Engine) ofShiftedFlow(c *Counters, pkt []byte) bool {
+	src, dst, ok := rewrite.Endpoints(pkt)
+	if !ok {
+		return false
+	}
+	f, dir, ok := e.table.Lookup(src, dst)
+	if !ok || f.Exempt() != flowtable.ExemptNone || f.Deltas(dir).Zero() {
+		return false
+	}
+	c.inc(counterDroppedShifted)
 	return true
 }
 
@@ -435,8 +455,10 @@ func (e *Engine) handleICMP(c *Counters, pkt []byte, p *rewrite.Packet, hook tcs
 		return true
 	}
 	if r := rewrite.Shift(pkt, p, d.Seq, d.Ack, false); r != rewrite.ReasonNone {
+		// Untranslated, the quote would show its receiver the peer's shifted numbers.
 		c.malformed(r)
-		return true
+		c.inc(counterDroppedShifted)
+		return false
 	}
 	c.inc(counterICMPTranslated)
 	return true

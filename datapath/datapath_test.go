@@ -451,6 +451,49 @@ func TestMalformedCountedAndPassedOrDropped(t *testing.T) {
 	}
 }
 
+// With `malformed: pass`, a segment an attacker (or a broken middlebox) makes unparseable must
+// still never reach the other end with the raw sequence numbers of a shifted flow: such a
+// packet is dropped and counted; malformed packets of unshifted flows and of no flow pass.
+func TestMalformedOfAShiftedFlowIsDroppedEvenWithPass(t *testing.T) {
+	const unshifted = `
+  - name: untouched
+    match: {server_ports: [8080]}
+`
+	e, _ := testEngine(t, unshifted+"malformed: pass\n")
+	establish(t, e, 5000, 9000) // plc: the client's side is shifted
+	plain := netip.MustParseAddrPort("198.18.2.2:8080")
+	run(t, e, segment{src: client4, dst: plain, seq: 1, syn: true}.bytes(t))
+	stranger := netip.MustParseAddrPort("198.18.2.9:9999")
+	broken := func(src, dst netip.AddrPort, seq uint32) []byte {
+		pkt := segment{src: src, dst: dst, seq: seq, ack: 9001, ackFlag: true, payload: []byte("x")}.bytes(t)
+		pkt[20+12] = 0x20 // data offset 2 words: Classify finds it malformed
+		return pkt
+	}
+	for _, tc := range []struct {
+		name     string
+		pkt      []byte
+		passed   bool
+		shiftedN uint64
+	}{
+		{"client to server of the shifted flow", broken(client4, server4, 5001), false, 1},
+		{"server to client of the shifted flow", broken(server4, client4, 9001), false, 2},
+		{"a flow with zero offsets", broken(client4, plain, 2), true, 2},
+		{"no flow at all", broken(client4, stranger, 2), true, 2},
+	} {
+		orig := append([]byte(nil), tc.pkt...)
+		out := run(t, e, tc.pkt)
+		if (out != nil) != tc.passed {
+			t.Errorf("%s: written back %t, want %t", tc.name, out != nil, tc.passed)
+		}
+		if out != nil && string(out) != string(orig) {
+			t.Errorf("%s: a malformed packet was modified", tc.name)
+		}
+		if got := e.count(counterDroppedShifted, 0); got != tc.shiftedN {
+			t.Errorf("%s: dropped_shifted %d, want %d", tc.name, got, tc.shiftedN)
+		}
+	}
+}
+
 func TestRunServesQueuesUntilClosed(t *testing.T) {
 	cfg, err := policy.Parse("test.yaml", []byte(testPolicy))
 	if err != nil {
