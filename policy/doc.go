@@ -23,6 +23,7 @@
 //	                       the key and after any restart, never 0
 //
 // What policy must never do: touch the system while parsing (Load reads one file; only
-// LoadKey, which the daemon calls, may create the key file, and only Warnings looks at the
-// host's interfaces), allocate in Match or Plan, or accept a file it only half understood.
+// LoadKey, which the daemon calls, may create the key file, CheckKey only reads it, and only
+// Warnings looks at the host's interfaces), allocate in Match or Plan, accept a file it only
+// half understood, or let a small file cost what its aliases expand to (see maxNodes).
 package policy
