@@ -3,6 +3,7 @@ package netns_test
 import (
 	"context"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -256,5 +257,49 @@ func TestStatus_AnswersWhileSixteenIdleClientsHoldTheSocket(t *testing.T) {
 		if d := time.Since(start); d > 2*time.Second {
 			t.Errorf("status %d took %v", i, d)
 		}
+	}
+}
+
+// With `malformed: pass`, a segment carrying a shifted flow's tuple that seqshiftd cannot parse
+// must not reach the other end with its raw sequence numbers: it is dropped and counted. The
+// same segments on a tuple of no flow still pass (which also shows the capture would see them).
+func TestMalformedOfAShiftedFlow_NeverReachesThePeerRaw(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, netlab.Options{}, config{Offload: true, Malformed: "pass", Rules: `
+  - name: hidden
+    match: {server_ports: [9012]}
+    client_isn: random
+    server_isn: keep`})
+	cs := e.capture(t)
+	e.start()
+	srv := e.listen(t, false, 9012, nil)
+	p := e.connect(t, srv, nil)
+	defer p.Close()
+	cs.handshake(t, p.client)
+	raw := newRawSender(t, e.lab.Client, false)
+	stranger := netip.AddrPortFrom(p.server.Addr(), 9013)
+	const marker = 0x5eed0000
+	for _, b := range malformedTCP(p.client, p.server, marker)[2:5] { // option-level breakage: the tuple is readable
+		if err := raw.send(raw.tcp, p.server.Addr(), b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, b := range malformedTCP(p.client, stranger, marker)[2:5] {
+		if err := raw.send(raw.tcp, stranger.Addr(), b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if _, err := cs.server.Wait(ctx, func(s netlab.Segment) bool { return s.Dst == stranger && s.Seq == marker }); err != nil {
+		t.Fatalf("the malformed segments to a tuple of no flow never reached the server (%v): the test cannot see what it checks", err)
+	}
+	for _, s := range cs.server.Segments() {
+		if s.Src == p.client && s.Dst == p.server && s.Seq == marker {
+			t.Errorf("a malformed segment of the shifted flow reached the server raw: %+v", s)
+		}
+	}
+	if st, _ := e.status(t); st.Counters["dropped_shifted"] < 3 {
+		t.Errorf("dropped_shifted = %d, want 3", st.Counters["dropped_shifted"])
 	}
 }
