@@ -16,7 +16,9 @@
 //
 // The control socket must never let a client stall the daemon: every connection is served in its
 // own goroutine with a deadline on the request and an idle deadline on every write, the number of
-// connections is bounded, and the socket is reachable only by root and the daemon's own user.
+// connections is bounded (with two slots beyond the bound kept for status and version, so that
+// a health check answers while idle or slow clients hold the rest), and the socket is reachable
+// only by root and the daemon's own user.
 package control
 
 import (
