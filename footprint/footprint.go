@@ -31,6 +31,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -42,7 +43,8 @@ const (
 	// IDs "table", "priority" and "protocol"; Tun and Ifaces describe them.
 	KindSteering = "steering"
 	// KindTC is the kernel datapath of package tcshift: its tc filters on Ifaces and on the
-	// TAP (Tun), found by IDs "priority", and the flow map pinned under Paths "pin_dir".
+	// TAP (Tun), found by IDs "priority", the flow map pinned under Paths "pin_dir", and the
+	// clsact qdiscs it Created (removed once no filter is left on them).
 	KindTC = "tc"
 )
 
@@ -59,9 +61,13 @@ type Object struct {
 	Ifaces []string          `json:"ifaces,omitempty"`
 	IDs    map[string]int    `json:"ids,omitempty"`
 	Paths  map[string]string `json:"paths,omitempty"`
+	// Created lists the interfaces on which seqshiftd created what its objects hang on (tc: the
+	// clsact qdisc), so that teardown removes that too once it is empty, and only that: an
+	// existing qdisc may be someone else's. It is state, not identity: Equal ignores it.
+	Created []string `json:"created,omitempty"`
 }
 
-// Equal reports whether o and p name the same installed object.
+// Equal reports whether o and p name the same installed object (Created aside).
 func (o Object) Equal(p Object) bool {
 	return o.Kind == p.Kind && o.Tun == p.Tun && slices.Equal(o.Ifaces, p.Ifaces) &&
 		sameMap(o.IDs, p.IDs) && sameMap(o.Paths, p.Paths)
@@ -105,6 +111,9 @@ func (o Object) String() string {
 	for _, k := range slices.Sorted(maps.Keys(o.Paths)) {
 		fmt.Fprintf(&b, " %s=%s", k, o.Paths[k])
 	}
+	if len(o.Created) > 0 {
+		fmt.Fprintf(&b, " created on %s", strings.Join(o.Created, ","))
+	}
 	b.WriteByte(')')
 	return b.String()
 }
@@ -120,12 +129,26 @@ type Record struct {
 
 // Merge returns cur followed by every object of prev that cur does not list: what a new run
 // installs plus what an earlier run left that it will not replace (the earlier run used other
-// numbers, or another kind of datapath).
+// numbers, or another kind of datapath). What an earlier run Created on an object cur lists
+// too is carried over: the new run finds it in place and would not know it is seqshiftd's.
 func Merge(prev, cur []Object) []Object {
 	out := slices.Clone(cur)
 	for _, p := range prev {
-		if !slices.ContainsFunc(out, p.Equal) {
-			out = append(out, p)
+		if i := slices.IndexFunc(out, p.Equal); i >= 0 {
+			out[i].Created = union(out[i].Created, p.Created)
+			continue
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+// union returns a followed by the elements of b it lacks.
+func union(a, b []string) []string {
+	out := slices.Clone(a)
+	for _, s := range b {
+		if !slices.Contains(out, s) {
+			out = append(out, s)
 		}
 	}
 	return out

@@ -50,6 +50,18 @@ func TestMerge_KeepsWhatAnEarlierRunLeftAndDropsDuplicates(t *testing.T) {
 	}
 }
 
+// A restart finds the clsact qdiscs the previous run created already there: that they are
+// seqshiftd's must come from the record, or teardown would leave them behind.
+func TestMerge_CarriesWhatAnEarlierRunCreated(t *testing.T) {
+	tc := Object{Kind: KindTC, Tun: "tap0", Ifaces: []string{"eth0"}, IDs: map[string]int{"priority": 1}}
+	earlier := tc
+	earlier.Created = []string{"tap0", "eth0"}
+	got := Merge([]Object{earlier}, []Object{tc})
+	if len(got) != 1 || strings.Join(got[0].Created, ",") != "tap0,eth0" {
+		t.Errorf("Merge = %v", got)
+	}
+}
+
 // A record planted or damaged by someone else must never be followed or trusted: teardown
 // removes whatever it lists.
 func TestRead_RefusesWhatItCannotTrust(t *testing.T) {

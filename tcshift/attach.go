@@ -188,9 +188,37 @@ func (d *Datapath) Detach() error {
 	return err
 }
 
+// CreatedClsact names the interfaces on which Attach created the clsact qdisc, for a record
+// that outlives the process (see RemoveClsactIfEmpty).
+func (d *Datapath) CreatedClsact() []string {
+	var out []string
+	for _, x := range append([]iface{d.tap}, d.ifaces...) {
+		if d.created[x.ifindex] {
+			out = append(out, x.name)
+		}
+	}
+	return out
+}
+
+// RemoveClsactIfEmpty removes the clsact qdisc of the named interface if no filter is left on
+// it; a missing interface or qdisc is not an error. It is for teardown from a record saying
+// that seqshiftd created that qdisc (Datapath.CreatedClsact): only then is an empty one ours.
+func RemoveClsactIfEmpty(name string) error {
+	l, err := netlink.LinkByName(name)
+	if err != nil {
+		var nf netlink.LinkNotFoundError
+		if errors.As(err, &nf) {
+			return nil
+		}
+		return fmt.Errorf("interface %s: %w", name, err)
+	}
+	_, err = removeClsactIfEmpty(iface{name: name, ifindex: l.Attrs().Index})
+	return err
+}
+
 // Detach removes our filters from cfg's interfaces and TAP, and the pinned flows map, without a
 // loaded Datapath (teardown after a crash). It leaves clsact qdiscs in place: without a record
-// of who created one, an empty clsact may be someone else's.
+// of who created one, an empty clsact may be someone else's (see RemoveClsactIfEmpty).
 func Detach(cfg Config) error {
 	return errors.Join(detach(cfg, configLinkNames(cfg)), unpin(cfg))
 }

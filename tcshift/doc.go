@@ -37,6 +37,7 @@
 //     gone (the daemon is down: fail-closed);
 //   - evict: the flows map is a hash without LRU; the daemon bounds it and removes entries;
 //   - touch a tc filter or qdisc it did not install: filters are found by handle, priority and
-//     name, and a clsact qdisc is removed only by the Datapath that created it, once empty;
+//     name, and a clsact qdisc is removed only by the Datapath that created it, once empty (or
+//     by teardown, through RemoveClsactIfEmpty, from the record of a Datapath that did);
 //   - leave our mark bit on a packet: the programs clear it before anything else sees it.
 package tcshift

@@ -232,6 +232,7 @@ func (d *daemon) steer() error {
 			slog.Warn("cannot remove the TUN datapath's policy routing of an earlier run", zap.Error(err))
 		}
 		err := d.kernel.Attach()
+		d.recordCreated(tcObject(kernelConfig(d.boot, d.boot.Tun.Name)), d.kernel.CreatedClsact())
 		if err == nil {
 			d.log.Info("kernel datapath attached", zap.String("tap", d.kernelCfg.TapName),
 				zap.Int("interfaces", len(d.kernelCfg.Ifaces)), zap.Uint32("mark", d.kernelCfg.Mark))

@@ -114,6 +114,26 @@ func (d *daemon) recordInstall(objs ...footprint.Object) {
 	}
 }
 
+// recordCreated notes in the record the interfaces on which obj's installation created what it
+// hangs on (the kernel datapath's clsact qdiscs), so that teardown removes those too once empty.
+func (d *daemon) recordCreated(obj footprint.Object, names []string) {
+	if len(names) == 0 {
+		return
+	}
+	path := recordPath(d.boot)
+	rec, err := footprint.Read(path)
+	if err == nil {
+		rec.Objects = footprint.Merge([]footprint.Object{{Kind: obj.Kind, Tun: obj.Tun, Ifaces: obj.Ifaces,
+			IDs: obj.IDs, Paths: obj.Paths, Created: names}}, rec.Objects)
+		rec.Written = time.Now().UTC()
+		err = footprint.Write(path, rec)
+	}
+	if err != nil {
+		d.log.Warn("cannot note the created qdiscs in the install record; teardown will leave them (empty)",
+			zap.String("path", path), zap.Strings("interfaces", names), zap.Error(err))
+	}
+}
+
 // unrecord drops objs from the record once they are removed, and the record itself when
 // nothing is left in it.
 func (d *daemon) unrecord(objs ...footprint.Object) {

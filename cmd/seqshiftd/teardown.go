@@ -35,7 +35,11 @@ var removers = map[string]func(o footprint.Object, log *zap.Logger) error{
 		for _, name := range o.Ifaces {
 			kc.Ifaces = append(kc.Ifaces, tcshift.Iface{Name: name})
 		}
-		return tcshift.Detach(kc)
+		err := tcshift.Detach(kc)
+		for _, name := range o.Created {
+			err = errors.Join(err, tcshift.RemoveClsactIfEmpty(name))
+		}
+		return err
 	},
 }
 
