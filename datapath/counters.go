@@ -43,10 +43,14 @@ const (
 	// sequential, range), so its offsets cannot be recomputed here; as after a failover to a
 	// gateway that never saw the SYN.
 	DropNoState Drop = iota
+	// DropUnshiftable: a packet of a shifted flow that could not be shifted (Classify or Shift
+	// found it malformed, or an ICMP quote could not be translated): forwarded, it would show
+	// each end the other's raw numbers, so it is dropped whatever `malformed` says.
+	DropUnshiftable
 	numDrop
 )
 
-var dropNames = [numDrop]string{"no_state"}
+var dropNames = [numDrop]string{"no_state", "unshiftable"}
 
 // String returns the metrics label of the reason.
 func (d Drop) String() string {
@@ -82,7 +86,7 @@ var (
 	}
 	counterDropped = &counter.Desc{
 		Name:   "dropped_packets_total",
-		Help:   "Packets the datapath dropped, by reason (no_state: TCP with no flow under a rule with a stateful side, as after a failover to a gateway that never saw the SYN).",
+		Help:   "Packets the datapath dropped, by reason (no_state: TCP with no flow under a rule with a stateful side, as after a failover to a gateway that never saw the SYN; unshiftable: a packet of a shifted flow that could not be shifted, dropped whatever the malformed setting says).",
 		Labels: []string{"reason"}, Values: counter.Each(dropNames[:]...), Status: "dropped_%s",
 	}
 	// Indexed by rewrite.Reason - 1: ReasonNone is no reason to count.
@@ -124,11 +128,6 @@ var (
 		Help:   "What the daemon did to the kernel datapath's flow map and its TAP frames, by op (published: an entry written as a flow changed mode; put_failed: a write that failed, so the flow's packets keep crossing the daemon; no_meta: a TAP frame without the programs' metadata, dropped).",
 		Labels: []string{"op"}, Values: counter.Each(kernelOpNames[:]...), Status: "kernel_%s",
 	}
-	counterDroppedShifted = &counter.Desc{
-		Name:   "dropped_shifted_packets_total",
-		Help:   "Packets of a shifted flow that could not be shifted (malformed, or an ICMP quote that could not be translated): dropped whatever the malformed setting says, never forwarded with raw sequence numbers.",
-		Status: "dropped_shifted",
-	}
 	// Indexed by op below.
 	counterErrors = &counter.Desc{
 		Name:   "datapath_errors_total",
@@ -138,7 +137,7 @@ var (
 
 	table = counter.NewTable(counterRewrittenPackets, counterRewrittenBytes, counterICMPTranslated,
 		counterPassed, counterDropped, counterMalformed, counterExempt, counterRefused, counterAdopted,
-		counterRestarted, counterVerdicts, counterKernel, counterDroppedShifted, counterErrors)
+		counterRestarted, counterVerdicts, counterKernel, counterErrors)
 )
 
 // KernelOp indexes counterKernel.

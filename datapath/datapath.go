@@ -247,7 +247,7 @@ func (e *Engine) handleTCP(c *Counters, pol *Policy, pkt []byte, p *rewrite.Pack
 	if r := rewrite.Shift(pkt, p, d.Seq, d.Ack, partial); r != rewrite.ReasonNone {
 		// Whatever `malformed` says: forwarded, it would carry the raw numbers the shift hides.
 		c.malformed(r)
-		c.inc(counterDroppedShifted)
+		c.dropped(DropUnshiftable)
 		return false
 	}
 	c.rewritten(dir, p.PayloadLen)
@@ -267,7 +267,7 @@ func (e *Engine) ofShiftedFlow(c *Counters, pkt []byte) bool {
 	if !ok || f.Exempt() != flowtable.ExemptNone || f.Deltas(dir).Zero() {
 		return false
 	}
-	c.inc(counterDroppedShifted)
+	c.dropped(DropUnshiftable)
 	return true
 }
 
@@ -457,7 +457,7 @@ func (e *Engine) handleICMP(c *Counters, pkt []byte, p *rewrite.Packet, hook tcs
 	if r := rewrite.Shift(pkt, p, d.Seq, d.Ack, false); r != rewrite.ReasonNone {
 		// Untranslated, the quote would show its receiver the peer's shifted numbers.
 		c.malformed(r)
-		c.inc(counterDroppedShifted)
+		c.dropped(DropUnshiftable)
 		return false
 	}
 	c.inc(counterICMPTranslated)

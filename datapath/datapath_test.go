@@ -488,8 +488,8 @@ func TestMalformedOfAShiftedFlowIsDroppedEvenWithPass(t *testing.T) {
 		if out != nil && string(out) != string(orig) {
 			t.Errorf("%s: a malformed packet was modified", tc.name)
 		}
-		if got := e.count(counterDroppedShifted, 0); got != tc.shiftedN {
-			t.Errorf("%s: dropped_shifted %d, want %d", tc.name, got, tc.shiftedN)
+		if got := e.count(counterDropped, int(DropUnshiftable)); got != tc.shiftedN {
+			t.Errorf("%s: dropped unshiftable %d, want %d", tc.name, got, tc.shiftedN)
 		}
 	}
 }

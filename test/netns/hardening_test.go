@@ -299,7 +299,7 @@ func TestMalformedOfAShiftedFlow_NeverReachesThePeerRaw(t *testing.T) {
 			t.Errorf("a malformed segment of the shifted flow reached the server raw: %+v", s)
 		}
 	}
-	if st, _ := e.status(t); st.Counters["dropped_shifted"] < 3 {
-		t.Errorf("dropped_shifted = %d, want 3", st.Counters["dropped_shifted"])
+	if st, _ := e.status(t); st.Counters["dropped_unshiftable"] < 3 {
+		t.Errorf("dropped_unshiftable = %d, want 3", st.Counters["dropped_unshiftable"])
 	}
 }
