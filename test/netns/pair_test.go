@@ -581,7 +581,15 @@ func TestPair_DeployedKeepalivedHandsOverWhenSeqshiftdDies(t *testing.T) {
 		}
 		<-a.d.exited
 		tookOver := gp.waitMaster(t, p.B)
-		if !rewroteBoth(t, b, 50, 30*time.Second) {
+		// With the kernel datapath A's programs outlive its daemon and go on shifting whatever
+		// still reaches A (a neighbour cache that has not yet taken keepalived's gratuitous ARP
+		// or NA): the same keyed offsets, so nothing breaks, but B need not carry both
+		// directions at once. The TUN datapath's A drops everything, so B must.
+		carried := rewroteBoth(t, b, 50, 30*time.Second)
+		if isKernel := datapath == "kernel" || (datapath == "" && *datapathFlag == "kernel"); !carried && isKernel {
+			carried = waitFor(30*time.Second, func() bool { n := rewritten(t, b); return n[0] >= 50 || n[1] >= 50 })
+		}
+		if !carried {
 			t.Fatal("B rewrote no data both ways within 30s of taking over")
 		}
 		time.Sleep(time.Second)
