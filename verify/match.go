@@ -246,6 +246,12 @@ func (pc *pairedConn) pairRanges(dr *direction, swap bool) {
 		}
 		start := p.seq - delta // in big's numbering
 		list := bigs[tsKey{p.id.tsval, p.id.tsecr, p.id.hasTS}]
+		// Several super-packets may hold these bytes with the same timestamps: the original
+		// and a retransmission sent within the same millisecond tick (with a newer ack, and
+		// SACK blocks). The piece is paired with the first candidate whose numbers map; only
+		// when none does is it paired with the first one, as a break.
+		first := int32(-1)
+		var pick int32 = -1
 		for n, i := range list {
 			if n == maxCandidates*4 {
 				break
@@ -257,18 +263,35 @@ func (pc *pairedConn) pairRanges(dr *direction, swap bool) {
 			if off := start - s.seq; off >= s.id.plen || off+p.id.plen > s.id.plen {
 				continue
 			}
-			if s.covered == 0 {
-				pc.stats[dr.d].GSOPaired++
+			if first < 0 {
+				first = i
 			}
-			s.state, s.covered = gsoPaired, s.covered+p.id.plen
-			p.state, p.peer = gsoPaired, i
 			ai, bj := i, int32(j)
 			if swap {
 				ai, bj = int32(j), i
 			}
-			pc.check(dr, ai, bj, true)
-			break
+			if pc.mismatch(dr, &dr.a.segs[ai], &dr.b.segs[bj], false) == "" {
+				pick = i
+				break
+			}
 		}
+		if pick < 0 {
+			pick = first
+		}
+		if pick < 0 {
+			continue
+		}
+		s := &big.segs[pick]
+		if s.covered == 0 {
+			pc.stats[dr.d].GSOPaired++
+		}
+		s.state, s.covered = gsoPaired, s.covered+p.id.plen
+		p.state, p.peer = gsoPaired, pick
+		ai, bj := pick, int32(j)
+		if swap {
+			ai, bj = int32(j), pick
+		}
+		pc.check(dr, ai, bj, true)
 	}
 }
 
