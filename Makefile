@@ -3,8 +3,11 @@ SHELL := /bin/sh
 export PATH := /usr/local/go/bin:$(PATH)
 GO ?= go
 BIN := bin/seqshiftd
+# The version `seqshiftd version` prints and the package carries: the VERSION file, one fact.
+VERSION := $(shell cat VERSION)
+LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: all deps build lab test unit vet fmt-check netns systemd-verify bench bench-net fuzz generate clean
+.PHONY: all deps build lab test unit vet fmt-check netns systemd-verify bench bench-net fuzz generate clean deb man deb-test
 
 all: build
 
@@ -12,7 +15,21 @@ deps:
 	./tools/install-deps
 
 build:
-	$(GO) build -o $(BIN) ./cmd/seqshiftd
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/seqshiftd
+
+# bin/seqshiftd_VERSION_ARCH.deb, built with dpkg-deb (tools/build-deb says why not nfpm).
+deb:
+	./tools/build-deb
+
+# The manual pages alone, generated from README.md, into bin/man.
+man:
+	mkdir -p bin/man
+	$(GO) run ./tools/genman -readme README.md -o bin/man -version $(VERSION) -date $$(date -u +%Y-%m-%d)
+
+# Build the package twice (a bumped version too), lintian it, install, upgrade over an edited
+# conffile and purge in a scratch dpkg root. Part of `unit` as well; this runs it alone.
+deb-test:
+	$(GO) test -count=1 -v ./test/deb/
 
 # The main job: build a namespace lab, run real connections through seqshiftd, print what each side saw.
 lab: deps build

@@ -1,0 +1,38 @@
+# bash completion for seqshiftd(8)                                    -*- shell-script -*-
+# Installed as /usr/share/bash-completion/completions/seqshiftd. The command and flag lists
+# are checked against the binary's own flag sets by cmd/seqshiftd's TestCompletionKnowsEveryFlag.
+
+_seqshiftd()
+{
+    local cur prev words cword
+    _init_completion || return
+
+    local commands="run check status flows teardown lab version help"
+    local cmd="${words[1]}"
+
+    if [[ $cword -eq 1 ]]; then
+        COMPREPLY=($(compgen -W "$commands --help --version" -- "$cur"))
+        return
+    fi
+
+    case $prev in
+        -c)
+            _filedir '@(yaml|yml)'
+            return
+            ;;
+    esac
+
+    local flags
+    case $cmd in
+        run | teardown) flags="-c" ;;
+        check) flags="-c" ;;
+        status) flags="-c --json" ;;
+        flows) flags="-c --json" ;;
+        lab) flags="--keep" ;;
+        *) return ;;
+    esac
+    COMPREPLY=($(compgen -W "$flags --help" -- "$cur"))
+} &&
+    complete -F _seqshiftd seqshiftd
+
+# ex: filetype=sh
