@@ -28,6 +28,7 @@ commands:
   teardown  [-c FILE] [-record PATH] [-table N] [-priority N] [-protocol N] [-tun NAME]
                                remove what seqshiftd installed; a broken or missing FILE
                                is a warning (the install record or the tag is enough)
+  reload    [-c FILE]          check, signal the daemon to reload, wait for its verdict (ExecReload)
   lab       [--keep]           build a namespace lab, run connections through seqshiftd, show both sides
   verify    CLIENT.pcap SERVER.pcap [--json] [--strict]  prove from captures on both sides that every segment maps
   version                      print the version
@@ -57,6 +58,8 @@ func dispatch(args []string, stdout, stderr io.Writer) int {
 		return cmdFlows(rest, stdout, stderr)
 	case "teardown":
 		return cmdTeardown(rest, stdout, stderr)
+	case "reload":
+		return cmdReload(rest, stdout, stderr)
 	case "lab":
 		return cmdLab(rest, stdout, stderr)
 	case "verify":

@@ -7,7 +7,7 @@ _seqshiftd()
     local cur prev words cword
     _init_completion || return
 
-    local commands="run check status flows teardown lab version help"
+    local commands="run check status flows teardown reload lab version help"
     local cmd="${words[1]}"
 
     if [[ $cword -eq 1 ]]; then
@@ -20,11 +20,19 @@ _seqshiftd()
             _filedir '@(yaml|yml)'
             return
             ;;
+        --socket)
+            _filedir
+            return
+            ;;
+        --pid)
+            return
+            ;;
     esac
 
     local flags
     case $cmd in
         run | teardown) flags="-c" ;;
+        reload) flags="-c --socket --pid" ;;
         check) flags="-c" ;;
         status) flags="-c --json" ;;
         flows) flags="-c --json" ;;
