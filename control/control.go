@@ -67,7 +67,12 @@ type FlowInfo struct {
 	Generation uint64         `json:"generation"`
 	OffsetC2S  uint32         `json:"offset_c2s"`
 	OffsetS2C  uint32         `json:"offset_s2c"`
-	Exempt     string         `json:"exempt"`
+	// ShiftC2S and ShiftS2C are the offsets as the signed distance they move each side's
+	// numbers (offset 4294967173 is a shift of -123), what the text listing shows under the
+	// same names. The renderers fill them from the offsets.
+	ShiftC2S int32  `json:"shift_c2s"`
+	ShiftS2C int32  `json:"shift_s2c"`
+	Exempt   string `json:"exempt"`
 	// Where the flow's established segments are shifted now: "kernel" (the tc programs),
 	// "daemon" (its handshake or close: every segment crosses the daemon) or "" (TUN datapath).
 	ShiftedIn   string  `json:"shifted_in,omitempty"`

@@ -86,12 +86,13 @@ func formatStates(byState map[string]int) string {
 
 // WriteFlowsTable writes one line per flow, like `conntrack -L`, as flows yields them:
 //
-//	tcp  established client=198.18.1.2:40000 server=198.18.2.2:5001 rule=r1 gen=1 shift_c2s=+123 shift_s2c=-456 packets_c2s=10 bytes_c2s=1234 packets_s2c=8 bytes_s2c=567 age=12s idle=1s
+//	tcp  established client=198.18.1.2:40000 server=198.18.2.2:5001 rule=r1 generation=1 shift_c2s=+123 shift_s2c=-456 packets_c2s=10 bytes_c2s=1234 packets_s2c=8 bytes_s2c=567 age_seconds=12 idle_seconds=1
 //
-// Offsets are shown as signed 32-bit deltas, which is how far each side's numbers move
-// (4294967173 is shown as -123); `flows --json` has the unsigned values. Exempt flows add
-// exempt=REASON after the rule; with the kernel datapath, shifted_in=kernel|daemon says who shifts
-// the flow's segments now. Keys are unique and match the JSON names, for awk and grep.
+// Shifts are the offsets as signed 32-bit deltas, which is how far each side's numbers move
+// (offset 4294967173 is shift -123); `flows --json` has both. Exempt flows add exempt=REASON
+// after the rule; with the kernel datapath, shifted_in=kernel|daemon says who shifts the flow's
+// segments now. Every key is the JSON name of the same value (ages in whole seconds), so a
+// script can switch between the two forms without a translation table.
 func WriteFlowsTable(w io.Writer, flows func(yield func(FlowInfo) error) error) error {
 	bw := bufio.NewWriterSize(w, 64<<10)
 	var line []byte
@@ -130,7 +131,7 @@ func appendFlowLine(b []byte, f *FlowInfo) []byte {
 		b = append(b, " shifted_in="...)
 		b = append(b, f.ShiftedIn...)
 	}
-	b = append(b, " gen="...)
+	b = append(b, " generation="...)
 	b = strconv.AppendUint(b, f.Generation, 10)
 	b = append(b, " shift_c2s="...)
 	b = appendDelta(b, f.OffsetC2S)
@@ -144,10 +145,10 @@ func appendFlowLine(b []byte, f *FlowInfo) []byte {
 	b = strconv.AppendUint(b, f.PacketsS2C, 10)
 	b = append(b, " bytes_s2c="...)
 	b = strconv.AppendUint(b, f.BytesS2C, 10)
-	b = append(b, " age="...)
-	b = append(b, formatSeconds(f.AgeSeconds)...)
-	b = append(b, " idle="...)
-	b = append(b, formatSeconds(f.IdleSeconds)...)
+	b = append(b, " age_seconds="...)
+	b = strconv.AppendUint(b, wholeSeconds(f.AgeSeconds), 10)
+	b = append(b, " idle_seconds="...)
+	b = strconv.AppendUint(b, wholeSeconds(f.IdleSeconds), 10)
 	return append(b, '\n')
 }
 
@@ -159,6 +160,13 @@ func appendDelta(b []byte, off uint32) []byte {
 		b = append(b, '+')
 	}
 	return strconv.AppendInt(b, d, 10)
+}
+
+func wholeSeconds(sec float64) uint64 {
+	if math.IsNaN(sec) || sec < 0 {
+		return 0
+	}
+	return uint64(sec)
 }
 
 // formatSeconds renders a duration compactly with its two most significant units: 0s, 42s, 5m3s,
@@ -186,6 +194,7 @@ func WriteFlowsJSON(w io.Writer, flows func(yield func(FlowInfo) error) error) e
 	bw := bufio.NewWriterSize(w, 64<<10)
 	n := 0
 	err := flows(func(f FlowInfo) error {
+		f.ShiftC2S, f.ShiftS2C = int32(f.OffsetC2S), int32(f.OffsetS2C)
 		b, err := json.Marshal(&f)
 		if err != nil {
 			return fmt.Errorf("encode flow %s -> %s: %w", f.Client, f.Server, err)

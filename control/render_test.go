@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -28,8 +29,8 @@ func TestWriteFlowsTable_OneConntrackStyleLinePerFlow(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := "" +
-		"tcp  established client=198.18.1.2:40000 server=198.18.2.2:5001 rule=r1 gen=1 shift_c2s=+123 shift_s2c=-456 packets_c2s=10 bytes_c2s=1234 packets_s2c=8 bytes_s2c=567 age=12s idle=1s\n" +
-		"tcp  syn_sent    client=[2001:2::1]:41000 server=[2001:2:0:1::2]:179 rule=bgp exempt=tcp_md5 gen=2 shift_c2s=0 shift_s2c=0 packets_c2s=0 bytes_c2s=0 packets_s2c=0 bytes_s2c=0 age=0s idle=0s\n"
+		"tcp  established client=198.18.1.2:40000 server=198.18.2.2:5001 rule=r1 generation=1 shift_c2s=+123 shift_s2c=-456 packets_c2s=10 bytes_c2s=1234 packets_s2c=8 bytes_s2c=567 age_seconds=12 idle_seconds=1\n" +
+		"tcp  syn_sent    client=[2001:2::1]:41000 server=[2001:2:0:1::2]:179 rule=bgp exempt=tcp_md5 generation=2 shift_c2s=0 shift_s2c=0 packets_c2s=0 bytes_c2s=0 packets_s2c=0 bytes_s2c=0 age_seconds=0 idle_seconds=0\n"
 	if b.String() != want {
 		t.Errorf("table:\n%s\nwant:\n%s", b.String(), want)
 	}
@@ -104,7 +105,7 @@ func TestFormatSeconds_TwoUnits(t *testing.T) {
 // contractFlowKeys are the `flows --json` fields the contract names, plus idle_seconds.
 var contractFlowKeys = []string{
 	"age_seconds", "bytes_c2s", "bytes_s2c", "client", "exempt", "generation", "idle_seconds",
-	"offset_c2s", "offset_s2c", "packets_c2s", "packets_s2c", "rule", "server", "state",
+	"offset_c2s", "offset_s2c", "packets_c2s", "packets_s2c", "rule", "server", "shift_c2s", "shift_s2c", "state",
 }
 
 func TestWriteFlowsJSON_ArrayWithContractFields(t *testing.T) {
@@ -239,4 +240,43 @@ var _ = func(c *Client, w *bytes.Buffer) error {
 		return err
 	}
 	return WriteFlowsJSON(w, c.Flows)
+}
+
+// TestWriteFlows_TextKeysAreJSONNames: a script can read either form with the same names.
+func TestWriteFlows_TextKeysAreJSONNames(t *testing.T) {
+	var text, js bytes.Buffer
+	fs := testFlows()
+	if err := WriteFlowsTable(&text, sliceFlows(fs)); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteFlowsJSON(&js, sliceFlows(fs)); err != nil {
+		t.Fatal(err)
+	}
+	var objs []map[string]any
+	if err := json.Unmarshal(js.Bytes(), &objs); err != nil {
+		t.Fatal(err)
+	}
+	for i, line := range strings.Split(strings.TrimSpace(text.String()), "\n") {
+		for _, field := range strings.Fields(line) {
+			k, v, ok := strings.Cut(field, "=")
+			if !ok {
+				continue // "tcp" and the state column
+			}
+			jv, ok := objs[i][k]
+			if !ok {
+				t.Errorf("text key %q is not a JSON name", k)
+				continue
+			}
+			want := fmt.Sprint(jv)
+			if f, ok := jv.(float64); ok && strings.HasSuffix(k, "_seconds") {
+				want = fmt.Sprint(int64(f)) // whole seconds in the text
+			}
+			if k != "rule" && strings.TrimPrefix(v, "+") != want {
+				t.Errorf("flow %d: text %s=%s, JSON %v", i, k, v, jv)
+			}
+		}
+	}
+	if objs[0]["shift_s2c"] != float64(-456) {
+		t.Errorf("JSON shift_s2c = %v, want -456", objs[0]["shift_s2c"])
+	}
 }

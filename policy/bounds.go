@@ -1,6 +1,6 @@
 package policy
 
-import "gopkg.in/yaml.v3"
+import "go.yaml.in/yaml/v3"
 
 // maxNodes bounds the size of the configuration as the decoder sees it, every alias counted as
 // the nodes of its anchor. YAML aliases let a small file describe a huge one (an anchor of 20k

@@ -2,12 +2,18 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/seqshiftd/seqshiftd/control"
 	"github.com/seqshiftd/seqshiftd/policy"
+	"github.com/seqshiftd/seqshiftd/steering"
+	"github.com/seqshiftd/seqshiftd/tcshift"
 )
 
 // controlTimeout bounds every control-socket exchange, so a wedged daemon cannot hang a
@@ -16,25 +22,15 @@ const controlTimeout = 10 * time.Second
 
 func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	fs, path := newFlags("check", stderr)
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code := parseFlags(fs, args, stdout, stderr); code >= 0 {
+		return code
 	}
 	cfg, err := policy.Load(*path)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
-	// What run refuses, check refuses: the key file is read now, as run reads it.
-	keyWarning, err := cfg.CheckKey()
-	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return 1
-	}
-	warnings := cfg.Warnings()
-	if keyWarning != "" {
-		warnings = append(warnings, keyWarning)
-	}
-	for _, w := range warnings {
+	for _, w := range cfg.Warnings() {
 		fmt.Fprintf(stderr, "%s: warning: %s\n", *path, w)
 	}
 	for _, line := range cfg.Summary() {
@@ -44,31 +40,43 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// dialDaemon parses a client command's flags, reads the control socket's path from the file
-// and connects. code is the exit code to return when c is nil.
-func dialDaemon(name string, args []string, stderr io.Writer) (c *control.Client, asJSON bool, code int) {
-	fs, path := newFlags(name, stderr)
-	jsonFlag := fs.Bool("json", false, "print JSON")
-	if err := fs.Parse(args); err != nil {
-		return nil, false, 2
+// daemonFlags adds what every client command shares: --json, and --socket for reaching the
+// daemon without reading the file (unreadable to this user, or broken by an edit).
+func daemonFlags(name string, stderr io.Writer) (fs *flag.FlagSet, path, socket *string, asJSON *bool) {
+	fs, path = newFlags(name, stderr)
+	socket = fs.String("socket", "", "the daemon's control socket (default: the file's control_socket); the file is then not read")
+	asJSON = fs.Bool("json", false, "print JSON")
+	return fs, path, socket, asJSON
+}
+
+// dialDaemon connects to the daemon: on socket if given, else on the control socket the file
+// names. code is the exit code to return when c is nil.
+func dialDaemon(path, socket string, stderr io.Writer) (c *control.Client, code int) {
+	if socket == "" {
+		// Only the control socket matters here: a file broken by an edit the daemon refused to
+		// reload must not stop anyone from asking the daemon what it runs.
+		cfg, err := policy.LoadKeys(path, "control_socket")
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			fmt.Fprintln(stderr, "seqshiftd: give the daemon's socket with --socket PATH to skip the file")
+			return nil, 1
+		}
+		socket = cfg.ControlSocket
 	}
-	// Only the control socket matters here: a file broken by an edit the daemon refused to
-	// reload must not stop anyone from asking the daemon what it runs.
-	cfg, err := policy.LoadKeys(*path, "control_socket")
-	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return nil, false, 1
-	}
-	c, err = control.Dial(cfg.ControlSocket, controlTimeout)
+	c, err := control.Dial(socket, controlTimeout)
 	if err != nil {
 		fmt.Fprintln(stderr, "seqshiftd:", err)
-		return nil, false, 1
+		return nil, 1
 	}
-	return c, *jsonFlag, 0
+	return c, 0
 }
 
 func cmdStatus(args []string, stdout, stderr io.Writer) int {
-	c, asJSON, code := dialDaemon("status", args, stderr)
+	fs, path, socket, asJSON := daemonFlags("status", stderr)
+	if code := parseFlags(fs, args, stdout, stderr); code >= 0 {
+		return code
+	}
+	c, code := dialDaemon(*path, *socket, stderr)
 	if c == nil {
 		return code
 	}
@@ -78,7 +86,7 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "seqshiftd:", err)
 		return 1
 	}
-	if asJSON {
+	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(st)
@@ -92,21 +100,3 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-func cmdFlows(args []string, stdout, stderr io.Writer) int {
-	c, asJSON, code := dialDaemon("flows", args, stderr)
-	if c == nil {
-		return code
-	}
-	defer c.Close()
-	var err error
-	if asJSON {
-		err = control.WriteFlowsJSON(stdout, c.Flows)
-	} else {
-		err = control.WriteFlowsTable(stdout, c.Flows)
-	}
-	if err != nil {
-		fmt.Fprintln(stderr, "seqshiftd:", err)
-		return 1
-	}
-	return 0
-}

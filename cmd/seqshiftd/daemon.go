@@ -32,10 +32,10 @@ import (
 	"github.com/seqshiftd/seqshiftd/tun"
 )
 
-func cmdRun(args []string, stderr io.Writer) int {
+func cmdRun(args []string, stdout, stderr io.Writer) int {
 	fs, path := newFlags("run", stderr)
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code := parseFlags(fs, args, stdout, stderr); code >= 0 {
+		return code
 	}
 	cfg, err := policy.Load(*path)
 	if err != nil {

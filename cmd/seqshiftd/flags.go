@@ -13,9 +13,9 @@ import (
 var commandHelp = map[string]string{
 	"run":      "run [-c FILE]\n\nRun the daemon: restore the flow snapshot, open the TUN, install steering, serve.",
 	"check":    "check [-c FILE]\n\nValidate the file without touching the system; exit 1 on any error.",
-	"status":   "status [-c FILE] [--json]\n\nShow the running daemon's state; exit 0 only when it runs and its steering is installed.",
-	"flows":    "flows [-c FILE] [--json]\n\nList the tracked connections.",
-	"teardown": "teardown [-c FILE]\n\nRemove exactly the policy rules and routes seqshiftd installed.",
+	"status":   "status [-c FILE | --socket PATH] [--json]\n\nShow the running daemon's state; exit 0 only when it runs and its steering is installed.",
+	"flows":    "flows [-c FILE | --socket PATH] [--json] [-C] [--src ADDR[/LEN]] [--dst ADDR[/LEN]] [--sport PORT] [--dport PORT] [--rule NAME] [--state STATE]\n\nList the tracked connections that match every filter given, like conntrack -L\n(--src is the client, which sent the SYN); -C prints only their number.\nText keys are the JSON names.",
+	"teardown": "teardown [-c FILE] [-record PATH] [-table N] [-priority N] [-protocol N] [-tun NAME]\n\nRemove exactly what seqshiftd installed (tc filters and the clsact qdiscs it created, policy rules and routes), from the install record and the tags; a broken or missing FILE is a warning.",
 	"reload":   "reload [-c FILE] [--socket PATH] [--pid PID]\n\nCheck the file, signal the daemon to reload it (SIGHUP) and wait for its verdict:\nexit 0 when the new policy is in force, 1 when the daemon kept the old one.\nThe unit's ExecReload, so that `systemctl reload` fails on a broken file.",
 	"lab":      "lab [--keep]\n\nBuild a namespace lab, run connections through seqshiftd and show both sides.",
 }

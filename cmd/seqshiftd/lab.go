@@ -17,8 +17,8 @@ func cmdLab(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("seqshiftd lab", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	keep := fs.Bool("keep", false, "leave the namespaces and the daemon running, and print how to poke at them")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code := parseFlags(fs, args, stdout, stderr); code >= 0 {
+		return code
 	}
 	bin, err := os.Executable()
 	if err != nil {

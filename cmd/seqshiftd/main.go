@@ -24,7 +24,8 @@ commands:
   run       [-c FILE]          run the daemon
   check     [-c FILE]          validate the configuration without touching the system
   status    [-c FILE] [--json] show the running daemon's state (exit 0 only when it is steering)
-  flows     [-c FILE] [--json] list tracked connections
+  flows     [-c FILE] [--json] list tracked connections; filters --src --dst --sport --dport
+                               --rule --state, -C counts
   teardown  [-c FILE] [-record PATH] [-table N] [-priority N] [-protocol N] [-tun NAME]
                                remove what seqshiftd installed; a broken or missing FILE
                                is a warning (the install record or the tag is enough)
@@ -33,8 +34,8 @@ commands:
   verify    CLIENT.pcap SERVER.pcap [--json] [--strict]  prove from captures on both sides that every segment maps
   version                      print the version
 
-FILE defaults to ` + defaultConfig + `
-`
+FILE defaults to ` + defaultConfig + `; status and flows also take --socket PATH instead.
+` + "`seqshiftd help COMMAND` or `seqshiftd COMMAND --help` describes one command.\n"
 
 func main() {
 	os.Exit(dispatch(os.Args[1:], os.Stdout, os.Stderr))
@@ -49,7 +50,7 @@ func dispatch(args []string, stdout, stderr io.Writer) int {
 	cmd, rest := args[0], args[1:]
 	switch cmd {
 	case "run":
-		return cmdRun(rest, stderr)
+		return cmdRun(rest, stdout, stderr)
 	case "check":
 		return cmdCheck(rest, stdout, stderr)
 	case "status":
@@ -65,9 +66,21 @@ func dispatch(args []string, stdout, stderr io.Writer) int {
 	case "verify":
 		return cmdVerify(rest, stdout, stderr)
 	case "version", "--version", "-version":
+		if len(rest) > 0 {
+			fmt.Fprintf(stderr, "seqshiftd version: unexpected argument %q\n\n%s", rest[0], usage)
+			return 2
+		}
 		fmt.Fprintln(stdout, "seqshiftd", buildVersion())
 		return 0
 	case "help", "-h", "--help":
+		// `seqshiftd help CMD` is `seqshiftd CMD --help`.
+		if len(rest) == 1 && commandHelp[rest[0]] != "" {
+			return dispatch([]string{rest[0], "--help"}, stdout, stderr)
+		}
+		if len(rest) > 0 {
+			fmt.Fprintf(stderr, "seqshiftd help: no command %q\n\n%s", rest[0], usage)
+			return 2
+		}
 		fmt.Fprint(stdout, usage)
 		return 0
 	}

@@ -61,8 +61,8 @@ func cmdTeardown(args []string, stdout, stderr io.Writer) int {
 	priority := flags.Int("priority", 0, "steering rule priority (default: from -c, else 5813)")
 	protocol := flags.Int("protocol", 0, "rtnetlink protocol tag (default: from -c, else 213)")
 	tun := flags.String("tun", "", "TUN name, for messages (default: from -c)")
-	if err := flags.Parse(args); err != nil {
-		return 2
+	if code := parseFlags(flags, args, stdout, stderr); code >= 0 {
+		return code
 	}
 	set := map[string]bool{}
 	flags.Visit(func(f *flag.Flag) { set[f.Name] = true })

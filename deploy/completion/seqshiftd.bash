@@ -24,18 +24,23 @@ _seqshiftd()
             _filedir
             return
             ;;
-        --pid)
+        --pid | --src | --dst | --sport | --dport | --rule)
+            return
+            ;;
+        --state)
+            COMPREPLY=($(compgen -W "syn_sent syn_recv established fin_wait close_wait last_ack time_wait close" -- "$cur"))
             return
             ;;
     esac
 
     local flags
     case $cmd in
-        run | teardown) flags="-c" ;;
+        run) flags="-c" ;;
+        teardown) flags="-c" ;;
         reload) flags="-c --socket --pid" ;;
         check) flags="-c" ;;
-        status) flags="-c --json" ;;
-        flows) flags="-c --json" ;;
+        status) flags="-c --socket --json" ;;
+        flows) flags="-c --socket --json -C --src --dst --sport --dport --rule --state" ;;
         lab) flags="--keep" ;;
         *) return ;;
     esac
