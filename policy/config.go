@@ -146,7 +146,7 @@ type Intercept struct {
 	Iface string
 	To    []netip.Prefix
 
-	line int // where the entry is, for warnings
+	line, col int // where the entry is, for warnings
 }
 
 // Tun is the `tun:` section.
@@ -196,8 +196,9 @@ type Config struct {
 	Steering         Steering
 	Rules            []*Rule
 
-	key    *isnKey // shared by every keyed Side
-	keyPos [2]int  // line, col naming the key file in errors: isn_key_file, or the first keyed rule
+	key    *isnKey           // shared by every keyed Side
+	keyPos [2]int            // line, col naming the key file in errors: isn_key_file, or the first keyed rule
+	at     map[string][2]int // line, col of each top-level key's value, for check's warnings
 }
 
 // Defaults returns the configuration an empty file gives.
@@ -320,6 +321,10 @@ func (d *decoder) config(cfg *Config, root *yaml.Node) {
 		return
 	}
 	m := d.mapping(root, "", topKeys)
+	cfg.at = make(map[string][2]int, len(m))
+	for k, v := range m {
+		cfg.at[k] = [2]int{v.Line, v.Column}
+	}
 	if v, ok := m["datapath"]; ok {
 		s, _ := d.enum(v, "datapath", datapathNames[:]...)
 		cfg.Datapath = Datapath(max(slices.Index(datapathNames[:], s), 0))
@@ -460,7 +465,7 @@ func (d *decoder) intercepts(n *yaml.Node, tunName string) []Intercept {
 			continue
 		}
 		m := d.mapping(it, "intercept entry", []string{"iface", "to"})
-		ic := Intercept{line: it.Line}
+		ic := Intercept{line: it.Line, col: it.Column}
 		iface, hasIface := m["iface"]
 		if !hasIface {
 			d.errorf(it, "intercept entry: missing iface")

@@ -2,7 +2,6 @@ package policy
 
 import (
 	"fmt"
-	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -80,23 +79,14 @@ func (c *Config) Inherit(old *Config) {
 	}
 }
 
-// Warnings lists what is valid but probably not meant: intercept interfaces missing on this
-// host (they may appear later, so this is not an error), no intercept at all, and rules that
-// can never match because an earlier rule matches everything they do.
-func (c *Config) Warnings() []string {
-	var out []string
+// Warnings lists what is valid but probably not meant: no intercept at all, and rules that
+// can never match because an earlier rule matches everything they do. Check adds the rest of
+// what `seqshiftd check` reports.
+func (c *Config) Warnings() []Finding {
+	var out []Finding
 	if len(c.Intercept) == 0 {
-		out = append(out, "no intercept entries: no traffic is steered through seqshiftd")
-	}
-	seen := map[string]bool{}
-	for _, ic := range c.Intercept {
-		if seen[ic.Iface] {
-			continue
-		}
-		seen[ic.Iface] = true
-		if _, err := net.InterfaceByName(ic.Iface); err != nil {
-			out = append(out, fmt.Sprintf("line %d: intercept interface %q does not exist on this host", ic.line, ic.Iface))
-		}
+		line, col := c.pos("intercept")
+		out = append(out, Finding{Line: line, Col: col, Msg: "no intercept entries: no traffic is steered through seqshiftd"})
 	}
 	// Each pair costs the length of the later rule's lists (covers looks them up in the
 	// earlier rule's index), but there are n²/2 pairs: past a budget the check stops and says
@@ -111,8 +101,8 @@ rules:
 				break rules
 			}
 			if e.Match.covers(&r.Match) {
-				out = append(out, fmt.Sprintf("line %d: rule %q can never match: rule %q (line %d) before it matches every connection it does",
-					r.line, r.Name, e.Name, e.line))
+				out = append(out, Finding{Line: r.line, Col: r.col, Msg: fmt.Sprintf("rule %q can never match: rule %q (line %d) before it matches every connection it does",
+					r.Name, e.Name, e.line)})
 				break
 			}
 		}

@@ -218,11 +218,20 @@ func describeRule(r *netlink.Rule) string {
 }
 
 func describeRoute(r *netlink.Route) string {
+	dev := ""
+	if link, err := netlink.LinkByIndex(r.LinkIndex); err == nil && r.Type != unix.RTN_BLACKHOLE {
+		dev = link.Attrs().Name
+	}
+	return describeRouteVia(r, dev)
+}
+
+// describeRouteVia describes r as leading to the device named dev ("" for none).
+func describeRouteVia(r *netlink.Route, dev string) string {
 	kind := "default"
 	if r.Type == unix.RTN_BLACKHOLE {
 		kind = "blackhole default"
-	} else if link, err := netlink.LinkByIndex(r.LinkIndex); err == nil {
-		kind += " dev " + link.Attrs().Name
+	} else if dev != "" {
+		kind += " dev " + dev
 	}
 	if r.Dst != nil {
 		if ones, _ := r.Dst.Mask.Size(); ones != 0 {

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strconv"
 	"time"
 
 	"go.uber.org/zap"
@@ -22,6 +23,8 @@ const controlTimeout = 10 * time.Second
 
 func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	fs, path := newFlags("check", stderr)
+	portable := fs.Bool("portable", false, "skip the checks that depend on this host (interfaces, the ISN key file): for a file meant for another machine")
+	plan := fs.Bool("plan", false, "also print what run would install (TUN, policy rules, routes, sysctls); touches nothing")
 	if code := parseFlags(fs, args, stdout, stderr); code >= 0 {
 		return code
 	}
@@ -30,14 +33,46 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
-	for _, w := range cfg.Warnings() {
-		fmt.Fprintf(stderr, "%s: warning: %s\n", *path, w)
+	// What run would refuse on this host is an error here too, so that the unit's
+	// ExecStartPre fails with the reason instead of ExecStart failing five times.
+	refused := false
+	if !*portable {
+		for _, f := range cfg.HostProblems() {
+			fmt.Fprintln(stderr, f.Format(*path, ""))
+			refused = true
+		}
+	}
+	for _, f := range cfg.Check() {
+		fmt.Fprintln(stderr, f.Format(*path, "warning"))
+	}
+	if *plan {
+		lines, err := steering.Plan(steeringConfig(cfg))
+		if err != nil {
+			fmt.Fprintf(stderr, "%s: %v\n", *path, err)
+			return 1
+		}
+		fmt.Fprintf(stdout, "plan: TUN %s, created at start (mtu %s, %s, offload %t)\n", cfg.Tun.Name,
+			orDefault(cfg.Tun.MTU, "the largest intercept interface's"), orDefault(cfg.Tun.Queues, "one queue per CPU"), cfg.Tun.Offload)
+		for _, l := range lines {
+			fmt.Fprintln(stdout, "plan:", l)
+		}
 	}
 	for _, line := range cfg.Summary() {
 		fmt.Fprintln(stdout, line)
 	}
+	if refused {
+		fmt.Fprintf(stderr, "%s: refused: run would not start on this host (--portable checks the file alone)\n", *path)
+		return 1
+	}
 	fmt.Fprintf(stdout, "%s: ok (%d rules)\n", *path, len(cfg.Rules))
 	return 0
+}
+
+func orDefault(n int, zero string) string {
+	if n == 0 {
+		return zero
+	}
+	return strconv.Itoa(n)
 }
 
 // daemonFlags adds what every client command shares: --json, and --socket for reaching the

@@ -12,7 +12,7 @@ import (
 // above its flags.
 var commandHelp = map[string]string{
 	"run":      "run [-c FILE]\n\nRun the daemon: restore the flow snapshot, open the TUN, install steering, serve.",
-	"check":    "check [-c FILE]\n\nValidate the file without touching the system; exit 1 on any error.",
+	"check":    "check [-c FILE] [--portable] [--plan]\n\nValidate the file without touching the system: exit 1 on any error, and on anything\nrun would refuse on this host (a missing intercept interface, an unusable ISN key);\nwarnings are FILE:LINE:COL: warning: .... --plan prints what run would install.",
 	"status":   "status [-c FILE | --socket PATH] [--json]\n\nShow the running daemon's state; exit 0 only when it runs and its steering is installed.",
 	"flows":    "flows [-c FILE | --socket PATH] [--json] [-C] [--src ADDR[/LEN]] [--dst ADDR[/LEN]] [--sport PORT] [--dport PORT] [--rule NAME] [--state STATE]\n\nList the tracked connections that match every filter given, like conntrack -L\n(--src is the client, which sent the SYN); -C prints only their number.\nText keys are the JSON names.",
 	"teardown": "teardown [-c FILE] [-record PATH] [-table N] [-priority N] [-protocol N] [-tun NAME]\n\nRemove exactly what seqshiftd installed (tc filters and the clsact qdiscs it created, policy rules and routes), from the install record and the tags; a broken or missing FILE is a warning.",

@@ -16,7 +16,8 @@ func runCLI(args ...string) (code int, stdout, stderr string) {
 }
 
 func TestCheck_AnnotatedExampleIsValid(t *testing.T) {
-	code, out, errs := runCLI("check", "-c", "../../deploy/seqshiftd.yaml")
+	// Written for a gateway with eth0 and eth1, not for this machine.
+	code, out, errs := runCLI("check", "--portable", "-c", "../../deploy/seqshiftd.yaml")
 	if code != 0 {
 		t.Fatalf("check exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errs)
 	}
@@ -51,15 +52,61 @@ func TestCheck_BrokenFileExitsOneWithPosition(t *testing.T) {
 	}
 }
 
-func TestCheck_MissingInterfaceIsAWarningNotAnError(t *testing.T) {
+// TestCheck_RefusesWhatRunWouldRefuse: run cannot start without its intercept interfaces,
+// so check (the unit's ExecStartPre) refuses too, at the entry; --portable checks a file meant
+// for another machine without asking this host.
+func TestCheck_RefusesWhatRunWouldRefuse(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "w.yaml")
-	body := "intercept:\n  - iface: nosuchif0\n    to: [198.18.2.0/24]\n"
+	body := "intercept:\n  - iface: nosuchif0\n    to: [198.18.2.0/24]\n  - iface: lo\n    to: [198.18.1.0/24]\n"
 	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	code, out, errs := runCLI("check", "-c", path)
-	if code != 0 || !strings.Contains(errs, "warning") || !strings.Contains(errs, "nosuchif0") {
-		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errs)
+	if code != 1 || !strings.Contains(errs, path+`:2:5: intercept interface "nosuchif0" does not exist`) || strings.Contains(out, "ok") {
+		t.Errorf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errs)
+	}
+	code, out, errs = runCLI("check", "--portable", "-c", path)
+	if code != 0 || strings.Contains(errs, "nosuchif0") || !strings.Contains(out, "ok (0 rules)") {
+		t.Errorf("--portable: exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errs)
+	}
+}
+
+func TestCheck_WarningsArePositioned(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "w.yaml")
+	body := "intercept:\n  - iface: lo\n    to: [198.18.2.0/24]\nmetrics_listen: \":9617\"\n"
+	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errs := runCLI("check", "-c", path)
+	for _, want := range []string{
+		path + ":2:3: warning: only one intercept direction",
+		path + `:4:17: warning: metrics_listen ":9617" listens on every interface`,
+	} {
+		if !strings.Contains(errs, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, errs)
+		}
+	}
+	if code != 0 {
+		t.Errorf("warnings alone exit %d", code)
+	}
+}
+
+func TestCheck_PlanListsWhatRunInstalls(t *testing.T) {
+	code, out, errs := runCLI("check", "--portable", "--plan", "-c", "../../deploy/seqshiftd.yaml")
+	if code != 0 {
+		t.Fatalf("exit %d\n%s", code, errs)
+	}
+	for _, want := range []string{
+		"plan: TUN seqshift0, created at start",
+		"plan: rule iif eth0 to 198.18.2.0/24 ipproto tcp lookup 5813 priority 5813 protocol 213",
+		"plan: rule iif eth1 to 2001:2:0:1::/64 ipproto ipv6-icmp lookup 5813 priority 5813 protocol 213",
+		"plan: IPv4 route default dev seqshift0 table 5813 metric 1 protocol 213",
+		"plan: IPv6 route blackhole default table 5813 metric 2147483647 protocol 213",
+		"plan: sysctl net.ipv4.conf.seqshift0.rp_filter = 0",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("plan lacks %q:\n%s", want, out)
+		}
 	}
 }
 

@@ -38,7 +38,7 @@ _seqshiftd()
         run) flags="-c" ;;
         teardown) flags="-c" ;;
         reload) flags="-c --socket --pid" ;;
-        check) flags="-c" ;;
+        check) flags="-c --portable --plan" ;;
         status) flags="-c --socket --json" ;;
         flows) flags="-c --socket --json -C --src --dst --sport --dport --rule --state" ;;
         lab) flags="--keep" ;;
