@@ -89,6 +89,7 @@ const (
 	cmdStatus  = "status"
 	cmdFlows   = "flows"
 	cmdVersion = "version"
+	cmdEvents  = "events"
 )
 
 // maxRequest bounds a request line: the largest valid request is a few dozen bytes, so anything
@@ -107,6 +108,7 @@ type response struct {
 	Status  *Status `json:"status,omitempty"`
 	Version string  `json:"version,omitempty"`
 	Flows   bool    `json:"flows,omitempty"`
+	Events  bool    `json:"events,omitempty"`
 }
 
 // trailer ends a flows stream, so that a client can tell a complete listing from a cut one.

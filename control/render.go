@@ -220,3 +220,25 @@ func WriteFlowsJSON(w io.Writer, flows func(yield func(FlowInfo) error) error) e
 	}
 	return err
 }
+
+// WriteEvent writes one flow event as conntrack -E does, the flow line after the event's
+// type ("[NEW] tcp  syn_sent client=..."), or as one JSON line.
+func WriteEvent(w io.Writer, ev Event, asJSON bool) error {
+	var b []byte
+	if asJSON {
+		ev.Flow.ShiftC2S, ev.Flow.ShiftS2C = int32(ev.Flow.OffsetC2S), int32(ev.Flow.OffsetS2C)
+		var err error
+		if b, err = json.Marshal(&ev); err != nil {
+			return err
+		}
+		b = append(b, '\n')
+	} else {
+		tag := "[NEW]     "
+		if ev.Type == EventDestroy {
+			tag = "[DESTROY] "
+		}
+		b = appendFlowLine(append(b, tag...), &ev.Flow)
+	}
+	_, err := w.Write(b)
+	return err
+}

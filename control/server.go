@@ -344,6 +344,10 @@ func (s *Server) serve(c *net.UnixConn, statusOnly bool) {
 		if err := s.streamFlows(out); err != nil {
 			s.log.Debug("flows listing cut short", zap.Error(err))
 		}
+	case cmdEvents:
+		if err := s.streamEvents(c, out); err != nil {
+			s.log.Debug("event stream ended", zap.Error(err))
+		}
 	}
 }
 
@@ -453,12 +457,12 @@ func parseRequest(line []byte) (string, error) {
 		return "", errors.New("malformed request: more than one JSON value")
 	}
 	switch req.Cmd {
-	case cmdStatus, cmdFlows, cmdVersion:
+	case cmdStatus, cmdFlows, cmdVersion, cmdEvents:
 		return req.Cmd, nil
 	case "":
 		return "", errors.New(`malformed request: missing "cmd"`)
 	}
-	return "", fmt.Errorf("unknown command %q (want status, flows or version)", req.Cmd)
+	return "", fmt.Errorf("unknown command %q (want status, flows, events or version)", req.Cmd)
 }
 
 // writeLine writes v as one JSON line; errors mean the client went away, which is its business.

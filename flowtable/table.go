@@ -49,6 +49,11 @@ type Config struct {
 	// the goroutine that removed the flow: the expiry loop or a datapath goroutine in
 	// Admit/Adopt, so it must be quick. The daemon keeps per-rule totals of retired flows.
 	OnRemove func(f *Flow)
+	// OnAdd, if set, is called once for every flow Admit or Adopt puts into the table, after it
+	// is in place and never under a shard lock, on the datapath goroutine that added it: it must
+	// be quick and must not block (`seqshiftd flows --watch` publishes from it). Flows restored
+	// from a snapshot are not reported.
+	OnAdd func(f *Flow)
 }
 
 // Table is the flow table. All methods are safe for concurrent use.
@@ -60,6 +65,7 @@ type Table struct {
 	max      int64
 	clock    Clock
 	onRemove func(*Flow)
+	onAdd    func(*Flow)
 	timeouts atomic.Pointer[timeoutTable]
 
 	_      [64]byte
@@ -120,6 +126,7 @@ func New(cfg Config) *Table {
 		max:      int64(limit),
 		clock:    cfg.Clock,
 		onRemove: cfg.OnRemove,
+		onAdd:    cfg.OnAdd,
 	}
 	if t.clock == nil {
 		t.clock = monotonicClock{start: time.Now()}
@@ -235,6 +242,9 @@ func (t *Table) Lookup(src, dst netip.AddrPort) (f *Flow, dir Dir, ok bool) {
 func (t *Table) Admit(client, server netip.AddrPort, in Init) (*Flow, error) {
 	f := t.newFlow(client, server, in, StateSynSent, t.tick())
 	got, _, err := t.place(f, in.Rule, in.Generation, placeAdmit)
+	if err == nil && t.onAdd != nil {
+		t.onAdd(got)
+	}
 	return got, err
 }
 
@@ -261,7 +271,10 @@ func (t *Table) Restart(old *Flow, in Init) (*Flow, error) {
 func (t *Table) Adopt(client, server netip.AddrPort, in Init) (*Flow, error) {
 	in.Server.Absolute = false
 	f := t.newFlow(client, server, in, StateEstablished, t.tick())
-	got, _, err := t.place(f, in.Rule, in.Generation, placeAdopt)
+	got, existed, err := t.place(f, in.Rule, in.Generation, placeAdopt)
+	if err == nil && !existed && t.onAdd != nil {
+		t.onAdd(got)
+	}
 	return got, err
 }
 

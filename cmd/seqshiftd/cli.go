@@ -2,19 +2,15 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"strconv"
 	"time"
 
-	"go.uber.org/zap"
-
 	"github.com/seqshiftd/seqshiftd/control"
 	"github.com/seqshiftd/seqshiftd/policy"
 	"github.com/seqshiftd/seqshiftd/steering"
-	"github.com/seqshiftd/seqshiftd/tcshift"
 )
 
 // controlTimeout bounds every control-socket exchange, so a wedged daemon cannot hang a
@@ -134,4 +130,3 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 	}
 	return 0
 }
-

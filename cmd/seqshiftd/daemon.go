@@ -86,6 +86,7 @@ type daemon struct {
 	lastSync time.Time
 	metrics  *metrics.Metrics
 	traffic  *ruleTraffic
+	events   *control.Events // flows --watch
 
 	lastSnapshot time.Time // only the run loop's goroutine uses it
 
@@ -140,18 +141,21 @@ func (d *daemon) restore() error {
 		return err
 	}
 	d.traffic = newRuleTraffic()
-	d.table = flowtable.New(flowtable.Config{MaxFlows: cfg.Flows.Max, Timeouts: cfg.Flows.Timeouts, OnRemove: d.removed})
+	d.events = new(control.Events)
+	d.table = flowtable.New(flowtable.Config{MaxFlows: cfg.Flows.Max, Timeouts: cfg.Flows.Timeouts,
+		OnRemove: d.removed, OnAdd: d.flowAdded})
 	d.restoreState()
 	return nil
 }
 
 // removed is the flow table's removal hook: the kernel's last counts and its map entry (kernel
-// datapath), then the per-rule traffic totals.
+// datapath), then the per-rule traffic totals, then anyone watching.
 func (d *daemon) removed(f *flowtable.Flow) {
 	if d.engine != nil {
 		d.engine.Forget(f)
 	}
 	d.traffic.retire(f)
+	d.flowGone(f)
 }
 
 // open creates the datapath: the device (a TAP for the kernel datapath, a TUN for the other),

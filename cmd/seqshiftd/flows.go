@@ -110,8 +110,13 @@ func cmdFlows(args []string, stdout, stderr io.Writer) int {
 	var filter flowFilter
 	addFilterFlags(fs, &filter)
 	count := fs.Bool("C", false, "print only the number of (matching) flows, like conntrack -C")
+	watch := fs.Bool("watch", false, "stream flows as they appear and go away, like conntrack -E (text, or JSON lines with --json)")
 	if code := parseFlags(fs, args, stdout, stderr); code >= 0 {
 		return code
+	}
+	if *watch && *count {
+		fmt.Fprintln(stderr, "seqshiftd flows: --watch and -C do not go together")
+		return 2
 	}
 	c, code := dialDaemon(*path, *socket, stderr)
 	if c == nil {
@@ -128,6 +133,8 @@ func cmdFlows(args []string, stdout, stderr io.Writer) int {
 	}
 	var err error
 	switch {
+	case *watch:
+		err = watchFlows(c, &filter, *asJSON, stdout, stderr)
 	case *count:
 		n := 0
 		err = matching(func(control.FlowInfo) error { n++; return nil })
@@ -148,4 +155,18 @@ func cmdFlows(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// watchFlows prints each event that passes the filter as it arrives, flushing every line so a
+// pipe (`| grep`) sees it at once. It ends only when the daemon does or stdout is gone.
+func watchFlows(c *control.Client, filter *flowFilter, asJSON bool, stdout, stderr io.Writer) error {
+	return c.Watch(func(ev control.Event) error {
+		if ev.Lost > 0 {
+			fmt.Fprintf(stderr, "seqshiftd: %d events lost: this watcher read too slowly\n", ev.Lost)
+		}
+		if !filter.match(&ev.Flow) {
+			return nil
+		}
+		return control.WriteEvent(stdout, ev, asJSON)
+	})
 }

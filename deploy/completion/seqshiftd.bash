@@ -40,7 +40,7 @@ _seqshiftd()
         reload) flags="-c --socket --pid" ;;
         check) flags="-c --portable --plan" ;;
         status) flags="-c --socket --json" ;;
-        flows) flags="-c --socket --json -C --src --dst --sport --dport --rule --state" ;;
+        flows) flags="-c --socket --json -C --src --dst --sport --dport --rule --state --watch" ;;
         lab) flags="--keep" ;;
         *) return ;;
     esac
