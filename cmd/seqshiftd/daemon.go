@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -315,7 +316,7 @@ func (d *daemon) serve(sigs <-chan os.Signal) (*serving, error) {
 		}()
 	}
 
-	notify(log, sddaemon.SdNotifyReady)
+	notify(log, sddaemon.SdNotifyReady+"\n"+d.sdStatus())
 	log.Info("running", zap.Stringer("datapath", d.engine), zap.Int("mtu", d.dev.MTU()),
 		zap.Int("flows_restored", d.table.Stats().Active))
 
@@ -428,7 +429,8 @@ func (d *daemon) snapshot() {
 // flows keep the offsets they were given because those live in the flow table, not the policy.
 func (d *daemon) reload(snap *time.Ticker) {
 	notify(d.log, "RELOADING=1\nMONOTONIC_USEC="+strconv.FormatInt(monotonicUsec(), 10))
-	defer notify(d.log, sddaemon.SdNotifyReady)
+	// After the reload, whatever its outcome; deferred before reloadMu's unlock, so it runs after.
+	defer func() { notify(d.log, sddaemon.SdNotifyReady+"\n"+d.sdStatus()) }()
 	cfg, err := policy.Load(d.path)
 	if err == nil {
 		err = cfg.LoadKey(true)
@@ -500,6 +502,19 @@ func steeringConfig(cfg *policy.Config) steering.Config {
 		sc.Intercepts = append(sc.Intercepts, steering.Intercept{Iface: ic.Iface, To: ic.To})
 	}
 	return sc
+}
+
+// sdStatus is the STATUS= line `systemctl status seqshiftd` shows: the policy generation in
+// force and, while the last reload has failed, its error on one line.
+func (d *daemon) sdStatus() string {
+	gen := d.engine.Policy().Generation
+	d.reloadMu.Lock()
+	lastErr := d.lastReloadErr
+	d.reloadMu.Unlock()
+	if lastErr == "" {
+		return fmt.Sprintf("STATUS=policy generation %d in force", gen)
+	}
+	return fmt.Sprintf("STATUS=policy generation %d in force; last reload FAILED: %s", gen, strings.Join(strings.Fields(lastErr), " "))
 }
 
 func notify(log *zap.Logger, state string) {
