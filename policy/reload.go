@@ -97,7 +97,7 @@ rules:
 		for _, e := range c.Rules[:j] {
 			budget -= 1 + len(r.Match.Clients) + len(r.Match.Servers) + len(r.Match.ServerPorts)
 			if budget < 0 {
-				out = append(out, fmt.Sprintf("line %d: rules from %q on were not checked for shadowing (more than %d comparisons)", r.line, r.Name, shadowBudget))
+				out = append(out, Finding{Line: r.line, Col: r.col, Msg: fmt.Sprintf("rules from %q on were not checked for shadowing (more than %d comparisons)", r.Name, shadowBudget)})
 				break rules
 			}
 			if e.Match.covers(&r.Match) {
