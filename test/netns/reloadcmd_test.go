@@ -11,8 +11,8 @@ import (
 
 // TestReloadCommand_FailsOnABrokenFileAndTheOldPolicyStays is `systemctl reload` as the unit
 // runs it (ExecReload=seqshiftd reload): a good file reloads and exits 0; a file check refuses
-// is not even signalled; a file only the daemon can refuse (an ISN key readable by others)
-// exits 1 with the daemon's own error, and the running policy is unchanged either way.
+// is not even signalled; a file the daemon refuses when it reads it (an ISN key readable by
+// others) exits 1 with the daemon's own error, and the running policy is unchanged either way.
 func TestReloadCommand_FailsOnABrokenFileAndTheOldPolicyStays(t *testing.T) {
 	e := newEnv(t, netlab.Options{}, config{Offload: true, Rules: reloadRules(1000)})
 	e.start()
@@ -34,7 +34,8 @@ func TestReloadCommand_FailsOnABrokenFileAndTheOldPolicyStays(t *testing.T) {
 		t.Errorf("after a refused reload: generation %d, last error %q; want 2 and none (never signalled)", st.Generation, st.LastReloadError)
 	}
 
-	// Valid for check, refused by the daemon: the key file is readable by others.
+	// A key readable by others: check refuses it (run would), and reload, which checks only
+	// the file before signalling, gets the daemon's own refusal.
 	if err := os.WriteFile(filepath.Join(e.dir, "isn.key"), []byte(strings.Repeat("ab", 32)), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -42,8 +43,8 @@ func TestReloadCommand_FailsOnABrokenFileAndTheOldPolicyStays(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.writeRaw(good + "  - name: pair\n    match: {server_ports: [443]}\n    client_isn: keyed\n    server_isn: keyed\n")
-	if out, code := e.cliWith(e.cfg, "check"); code != 0 {
-		t.Fatalf("the keyed file should pass check (the key is read only by the daemon): exit %d\n%s", code, out)
+	if out, code := e.cliWith(e.cfg, "check"); code != 1 || !strings.Contains(out, "isn_key_file:") {
+		t.Errorf("check of a file whose key run would refuse: exit %d\n%s", code, out)
 	}
 	out, code = e.cliWith(e.cfg, "reload")
 	if code != 1 || !strings.Contains(out, "reload failed; generation 2 stays in force") || !strings.Contains(out, "isn.key") {
