@@ -17,6 +17,7 @@ var commandHelp = map[string]string{
 	"flows":    "flows [-c FILE | --socket PATH] [--json] [-C] [--src ADDR[/LEN]] [--dst ADDR[/LEN]] [--sport PORT] [--dport PORT] [--rule NAME] [--state STATE] [--watch]\n\nList the tracked connections that match every filter given, like conntrack -L\n(--src is the client, which sent the SYN); -C prints only their number;\n--watch streams them as they appear and go away, like conntrack -E.\nText keys are the JSON names.",
 	"teardown": "teardown [-c FILE] [-record PATH] [-table N] [-priority N] [-protocol N] [-tun NAME]\n\nRemove exactly what seqshiftd installed (tc filters and the clsact qdiscs it created, policy rules and routes), from the install record and the tags; a broken or missing FILE is a warning.",
 	"reload":   "reload [-c FILE] [--socket PATH] [--pid PID]\n\nCheck the file, signal the daemon to reload it (SIGHUP) and wait for its verdict:\nexit 0 when the new policy is in force, 1 when the daemon kept the old one.\nThe unit's ExecReload, so that `systemctl reload` fails on a broken file.",
+	"verify":   "verify CLIENT.pcap SERVER.pcap [--json] [--strict]",
 	"lab":      "lab [--keep]\n\nBuild a namespace lab, run connections through seqshiftd and show both sides.",
 }
 

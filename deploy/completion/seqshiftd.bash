@@ -7,7 +7,7 @@ _seqshiftd()
     local cur prev words cword
     _init_completion || return
 
-    local commands="run check status flows teardown reload lab version help"
+    local commands="run check status flows teardown reload verify lab version help"
     local cmd="${words[1]}"
 
     if [[ $cword -eq 1 ]]; then
@@ -42,6 +42,12 @@ _seqshiftd()
         status) flags="-c --socket --json" ;;
         flows) flags="-c --socket --json -C --src --dst --sport --dport --rule --state --watch" ;;
         lab) flags="--keep" ;;
+        verify) flags="--json --strict"
+            if [[ $cur != -* ]]; then
+                _filedir '@(pcap|pcapng)'
+                return
+            fi
+            ;;
         *) return ;;
     esac
     COMPREPLY=($(compgen -W "$flags --help" -- "$cur"))
