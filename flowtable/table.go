@@ -582,6 +582,10 @@ func (t *Table) Range(fn func(*Flow) bool) {
 	}
 }
 
+// Capacity returns how many flows the table holds at most: Config.MaxFlows, or DefaultMaxFlows
+// when that was 0. The table owns this number; metrics and status ask it rather than the file.
+func (t *Table) Capacity() int { return int(t.max) }
+
 // Stats returns a summary of the table.
 func (t *Table) Stats() Stats {
 	var st Stats

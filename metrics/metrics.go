@@ -83,6 +83,20 @@ type Snapshot struct {
 	LastReloadFailed bool
 	// PolicyGeneration is the generation of the policy in force (1 at start, +1 per reload).
 	PolicyGeneration uint64
+
+	// FlowsLimit is the flow table's capacity: the sum of FlowsActive over it is how full the
+	// table is, which "table nearly full" alerts on.
+	FlowsLimit int
+	// SteeringInstalled is true while every policy rule and route the daemon installed is in
+	// place; false means intercepted traffic bypasses it.
+	SteeringInstalled bool
+	// Snapshots is false when no state_file is configured; the snapshot metrics are then left
+	// out rather than reported as forever stale.
+	Snapshots bool
+	// SnapshotLastSuccess is when the flow snapshot was last written; zero before the first.
+	SnapshotLastSuccess time.Time
+	// SnapshotFailures counts snapshot writes that failed.
+	SnapshotFailures uint64
 }
 
 func desc(name, help string, labels ...string) *prometheus.Desc {
@@ -119,6 +133,14 @@ var (
 		"1 unless the most recent policy reload failed and the previous policy is still in force.")
 	descGeneration = desc("policy_generation",
 		"Generation of the policy in force: 1 at start, incremented by each successful reload.")
+	descFlowsLimit = desc("flows_limit",
+		"Capacity of the flow table (flows.max); sum(seqshiftd_flows_active) / this is how full it is.")
+	descSteering = desc("steering_installed",
+		"1 while every policy rule and route seqshiftd installed is in place; 0 means intercepted traffic bypasses it.")
+	descSnapshotOK = desc("snapshot_last_success_timestamp_seconds",
+		"Unix time of the last successful flow snapshot write (0: none yet). Present only when state_file is set.")
+	descSnapshotFailures = desc("snapshot_failures_total",
+		"Flow snapshot writes that failed. Present only when state_file is set.")
 )
 
 // defaultMinInterval is how long one Snapshot answers scrapes: filling it may walk the whole flow
@@ -139,6 +161,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		descBuildInfo, descRewrittenPackets, descRewrittenBytes, descFlowsActive, descFlowsCreated,
 		descFlowsExpired, descFlowsEvicted, descReloads, descLastReloadOK, descGeneration,
+		descFlowsLimit, descSteering, descSnapshotOK, descSnapshotFailures,
 	} {
 		ch <- d
 	}
@@ -186,6 +209,23 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge(descLastReloadOK, lastOK)
 	gauge(descGeneration, float64(s.PolicyGeneration))
+	gauge(descFlowsLimit, float64(s.FlowsLimit))
+	gauge(descSteering, boolGauge(s.SteeringInstalled))
+	if s.Snapshots {
+		ts := 0.0
+		if !s.SnapshotLastSuccess.IsZero() {
+			ts = float64(s.SnapshotLastSuccess.UnixNano()) / 1e9
+		}
+		gauge(descSnapshotOK, ts)
+		counter(descSnapshotFailures, s.SnapshotFailures)
+	}
+}
+
+func boolGauge(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // setCollector exposes a counter.Set: one metric per Desc, one series per counter, read from

@@ -36,6 +36,12 @@ func fullSnapshot(s *Snapshot) {
 		ReloadsFailed:    1,
 		LastReloadFailed: true,
 		PolicyGeneration: 4,
+
+		FlowsLimit:          1000,
+		SteeringInstalled:   true,
+		Snapshots:           true,
+		SnapshotLastSuccess: time.Unix(1700000000, 500_000_000),
+		SnapshotFailures:    2,
 	}
 }
 
@@ -133,6 +139,9 @@ seqshiftd_flows_evicted_total 1
 # HELP seqshiftd_flows_expired_total Tracked connections removed when their state's timeout ran out.
 # TYPE seqshiftd_flows_expired_total counter
 seqshiftd_flows_expired_total 80
+# HELP seqshiftd_flows_limit Capacity of the flow table (flows.max); sum(seqshiftd_flows_active) / this is how full it is.
+# TYPE seqshiftd_flows_limit gauge
+seqshiftd_flows_limit 1000
 # HELP seqshiftd_policy_generation Generation of the policy in force: 1 at start, incremented by each successful reload.
 # TYPE seqshiftd_policy_generation gauge
 seqshiftd_policy_generation 4
@@ -146,7 +155,26 @@ seqshiftd_rewritten_bytes_total{direction="s2c",rule="legacy-plc"} 900
 seqshiftd_rewritten_packets_total{direction="c2s",rule="legacy-plc"} 10
 seqshiftd_rewritten_packets_total{direction="c2s",rule="reproducible"} 1.099511627776e+12
 seqshiftd_rewritten_packets_total{direction="s2c",rule="legacy-plc"} 8
+# HELP seqshiftd_snapshot_failures_total Flow snapshot writes that failed. Present only when state_file is set.
+# TYPE seqshiftd_snapshot_failures_total counter
+seqshiftd_snapshot_failures_total 2
+# HELP seqshiftd_snapshot_last_success_timestamp_seconds Unix time of the last successful flow snapshot write (0: none yet). Present only when state_file is set.
+# TYPE seqshiftd_snapshot_last_success_timestamp_seconds gauge
+seqshiftd_snapshot_last_success_timestamp_seconds 1.7000000005e+09
+# HELP seqshiftd_steering_installed 1 while every policy rule and route seqshiftd installed is in place; 0 means intercepted traffic bypasses it.
+# TYPE seqshiftd_steering_installed gauge
+seqshiftd_steering_installed 1
 `
+
+// TestCollector_SnapshotMetricsOnlyWithAStateFile: without state_file nothing is ever written,
+// and a snapshot timestamp of 0 would read as "stale for 50 years" to the alert.
+func TestCollector_SnapshotMetricsOnlyWithAStateFile(t *testing.T) {
+	m := New(func(s *Snapshot) { fullSnapshot(s); s.Snapshots = false })
+	n, err := testutil.GatherAndCount(m.Registry(), "seqshiftd_snapshot_last_success_timestamp_seconds", "seqshiftd_snapshot_failures_total")
+	if err != nil || n != 0 {
+		t.Errorf("%d snapshot series without a state file (%v)", n, err)
+	}
+}
 
 func TestCollector_ExposesEverySnapshotField(t *testing.T) {
 	m := New(fullSnapshot)

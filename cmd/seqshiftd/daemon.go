@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -90,6 +91,11 @@ type daemon struct {
 	events   *control.Events // flows --watch
 
 	lastSnapshot time.Time // only the run loop's goroutine uses it
+
+	// The flow snapshot's health, for metrics: when it last succeeded (unix ns) and how often
+	// it failed.
+	snapOK       atomic.Int64
+	snapFailures atomic.Uint64
 
 	reloadMu      sync.Mutex
 	lastReloadErr string
@@ -421,8 +427,11 @@ func (d *daemon) snapshot() {
 		d.log.Warn("reading the kernel flow map before the snapshot failed", zap.Error(err))
 	}
 	if err := d.table.Snapshot(path); err != nil {
+		d.snapFailures.Add(1)
 		d.log.Error("flow snapshot failed", zap.String("state_file", path), zap.Error(err))
+		return
 	}
+	d.snapOK.Store(time.Now().UnixNano())
 }
 
 // reload validates the whole file off to the side and swaps it in only when it is good; live

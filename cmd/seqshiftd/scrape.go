@@ -3,9 +3,11 @@ package main
 import (
 	"maps"
 	"sync"
+	"time"
 
 	"github.com/seqshiftd/seqshiftd/flowtable"
 	"github.com/seqshiftd/seqshiftd/metrics"
+	"github.com/seqshiftd/seqshiftd/steering"
 )
 
 // ruleTraffic keeps per-rule traffic totals for Prometheus without any per-packet cost: the
@@ -94,4 +96,14 @@ func (d *daemon) scrape(s *metrics.Snapshot) {
 	s.ReloadsOK, s.ReloadsFailed = d.reloadsOK, d.reloadsFailed
 	s.LastReloadFailed = d.lastReloadErr != ""
 	d.reloadMu.Unlock()
+	s.FlowsLimit = d.table.Capacity()
+	// A few netlink dumps, at most once a second (metrics caches the snapshot): the same check
+	// `seqshiftd status` makes.
+	installed, err := steering.Installed(d.steering)
+	s.SteeringInstalled = installed && err == nil
+	s.Snapshots = d.boot.StateFile != ""
+	if ns := d.snapOK.Load(); ns != 0 {
+		s.SnapshotLastSuccess = time.Unix(0, ns)
+	}
+	s.SnapshotFailures = d.snapFailures.Load()
 }

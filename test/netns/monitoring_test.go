@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -84,6 +85,32 @@ func TestMonitoring_ScrapeMatchesREADMEDashboardAndRules(t *testing.T) {
 	t.Parallel()
 	text := liveScrape(t)
 	have := families(text)
+
+	// The new gauges say what they should on a healthy daemon.
+	value := func(name string) float64 {
+		t.Helper()
+		m := regexp.MustCompile(`(?m)^` + name + ` (\S+)$`).FindSubmatch(text)
+		if m == nil {
+			t.Fatalf("scrape has no sample %s", name)
+		}
+		v, err := strconv.ParseFloat(string(m[1]), 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	if v := value("seqshiftd_steering_installed"); v != 1 {
+		t.Errorf("steering_installed = %v, want 1", v)
+	}
+	if v := value("seqshiftd_flows_limit"); v != 1<<20 {
+		t.Errorf("flows_limit = %v, want the default capacity %d", v, 1<<20)
+	}
+	if age := float64(time.Now().UnixNano())/1e9 - value("seqshiftd_snapshot_last_success_timestamp_seconds"); age < -1 || age > 30 {
+		t.Errorf("last snapshot %v s ago, want a fresh one (snapshot_interval 1s)", age)
+	}
+	if v := value("seqshiftd_snapshot_failures_total"); v != 0 {
+		t.Errorf("snapshot_failures_total = %v", v)
+	}
 
 	// promtool's linter: names, suffixes, help texts, types.
 	if _, err := exec.LookPath("promtool"); err != nil {
