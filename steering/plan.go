@@ -40,3 +40,13 @@ func Plan(cfg Config) ([]string, error) {
 	}
 	return out, nil
 }
+
+// CheckHost reports what would make Install fail on this host for cfg before it touched
+// anything, for `seqshiftd check`: an invalid cfg, or IPv6 prefixes with IPv6 disabled.
+func CheckHost(cfg Config) error {
+	p, err := cfg.plan()
+	if err != nil {
+		return err
+	}
+	return p.hostProblem()
+}

@@ -1,6 +1,7 @@
 package steering
 
 import (
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -68,5 +69,17 @@ func TestPlan_IsWhatInstallInstalls(t *testing.T) {
 		if !found {
 			t.Errorf("Install set %s, which the plan does not name:\n%s", ch, strings.Join(sysctls, "\n"))
 		}
+	}
+}
+
+func TestCheckHost_RefusesWhatPlanRefuses(t *testing.T) {
+	bad := testConfig()
+	bad.Intercepts = append(bad.Intercepts, Intercept{Iface: bad.TunName})
+	if err := CheckHost(bad); err == nil {
+		t.Error("an intercept on the TUN itself passed")
+	}
+	_, v6err := os.Stat("/proc/sys/net/ipv6")
+	if err := CheckHost(testConfig()); (err == nil) != (v6err == nil) {
+		t.Errorf("CheckHost with IPv6 prefixes = %v, while /proc/sys/net/ipv6: %v", err, v6err)
 	}
 }

@@ -43,8 +43,8 @@ func (rep *Report) tuneSysctls(p *plan) error {
 	if !v6 {
 		return nil
 	}
-	if _, err := os.Stat("/proc/sys/net/ipv6"); err != nil {
-		return fmt.Errorf("steering: IPv6 prefixes to intercept but IPv6 is disabled on this host")
+	if err := p.hostProblem(); err != nil {
+		return err
 	}
 	if err := rep.set(confPath(6, p.tun, "disable_ipv6"), "0"); err != nil {
 		return err
@@ -101,4 +101,16 @@ func sysctlKey(path string) string {
 		}
 		return r
 	}, path)
+}
+
+// hostProblem is why this host cannot carry the plan at all, as Install would find out: IPv6
+// prefixes to intercept on a host whose kernel has IPv6 disabled (ipv6.disable=1).
+func (p *plan) hostProblem() error {
+	if !p.families[netlink.FAMILY_V6] {
+		return nil
+	}
+	if _, err := os.Stat("/proc/sys/net/ipv6"); err != nil {
+		return fmt.Errorf("steering: IPv6 prefixes to intercept but IPv6 is disabled on this host")
+	}
+	return nil
 }

@@ -145,9 +145,9 @@ func openQueue(name string, flags uint16, offload bool) (*queue, string, error) 
 	if flags&unix.IFF_VNET_HDR == 0 {
 		return openPlainQueue(name, flags&unix.IFF_TAP != 0)
 	}
-	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+	fd, err := unix.Open(devicePath, unix.O_RDWR|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
 	if err != nil {
-		return nil, "", fmt.Errorf("open /dev/net/tun: %w", err)
+		return nil, "", fmt.Errorf("open %s: %w", devicePath, err)
 	}
 	ifr, err := unix.NewIfreq(name)
 	if err != nil {
@@ -177,7 +177,7 @@ func openQueue(name string, flags uint16, offload bool) (*queue, string, error) 
 	}
 	// The fd is non-blocking, so os.NewFile registers it with the runtime poller: a Read parks
 	// the goroutine, not a thread, and Close wakes it.
-	q, err := newQueue(os.NewFile(uintptr(fd), "/dev/net/tun"))
+	q, err := newQueue(os.NewFile(uintptr(fd), devicePath))
 	if err != nil {
 		return nil, "", err
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/seqshiftd/seqshiftd/control"
 	"github.com/seqshiftd/seqshiftd/policy"
 	"github.com/seqshiftd/seqshiftd/steering"
+	"github.com/seqshiftd/seqshiftd/tun"
 )
 
 // controlTimeout bounds every control-socket exchange, so a wedged daemon cannot hang a
@@ -36,6 +37,13 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 		for _, f := range cfg.HostProblems() {
 			fmt.Fprintln(stderr, f.Format(*path, ""))
 			refused = true
+		}
+		// The owners of the TUN and of the steering say what they would refuse.
+		for _, err := range []error{tun.CheckHost(), steering.CheckHost(steeringConfig(cfg))} {
+			if err != nil {
+				fmt.Fprintf(stderr, "%s: %v\n", *path, err)
+				refused = true
+			}
 		}
 	}
 	for _, f := range cfg.Check() {
