@@ -280,3 +280,30 @@ func TestWriteFlows_TextKeysAreJSONNames(t *testing.T) {
 		t.Errorf("JSON shift_s2c = %v, want -456", objs[0]["shift_s2c"])
 	}
 }
+
+func TestWriteEvent_ConntrackStyleTagsAndJSONLines(t *testing.T) {
+	f := testFlows()[0]
+	var b bytes.Buffer
+	if err := WriteEvent(&b, Event{Type: EventNew, Flow: f}, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteEvent(&b, Event{Type: EventDestroy, Flow: f}, false); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+	if len(lines) != 2 || !strings.HasPrefix(lines[0], "[NEW]     tcp  established client=198.18.1.2:40000 ") ||
+		!strings.HasPrefix(lines[1], "[DESTROY] tcp  established client=198.18.1.2:40000 ") {
+		t.Errorf("text events:\n%s", b.String())
+	}
+	b.Reset()
+	if err := WriteEvent(&b, Event{Type: EventNew, Flow: f}, true); err != nil {
+		t.Fatal(err)
+	}
+	var got map[string]any
+	if err := json.Unmarshal(b.Bytes(), &got); err != nil || got["event"] != "new" || strings.Count(b.String(), "\n") != 1 {
+		t.Fatalf("JSON event %q: %v", b.String(), err)
+	}
+	if fl, _ := got["flow"].(map[string]any); fl["shift_s2c"] != float64(-456) || fl["client"] != "198.18.1.2:40000" {
+		t.Errorf("JSON event flow %v", got["flow"])
+	}
+}

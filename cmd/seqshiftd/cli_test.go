@@ -33,6 +33,8 @@ func TestCLI_ExitCodesAndWhereUsageGoes(t *testing.T) {
 		{name: "bad prefix", args: []string{"flows", "--src", "198.18.1.300"}, code: 2, stderr: "invalid value", stdoutNone: true},
 		{name: "version with a stray argument", args: []string{"version", "x"}, code: 2, stderr: "unexpected argument", stdoutNone: true},
 		{name: "reload --help", args: []string{"reload", "--help"}, code: 0, stdout: "wait for its verdict"},
+		{name: "reload of an invalid file signals nobody", args: []string{"reload", "-c", "/nonexistent/seqshiftd.yaml"}, code: 1, stderr: "not signalled", stdoutNone: true},
+		{name: "watch and count together", args: []string{"flows", "--watch", "-C"}, code: 2, stderr: "do not go together", stdoutNone: true},
 		{name: "status on a socket nobody listens on", args: []string{"status", "--socket", "/nonexistent/seqshiftd.sock"}, code: 1, stderr: "not running", stdoutNone: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
