@@ -55,8 +55,8 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "%s: %v\n", *path, err)
 			return 1
 		}
-		fmt.Fprintf(stdout, "plan: TUN %s, created at start (mtu %s, %s, offload %t)\n", cfg.Tun.Name,
-			orDefault(cfg.Tun.MTU, "the largest intercept interface's"), orDefault(cfg.Tun.Queues, "one queue per CPU"), cfg.Tun.Offload)
+		fmt.Fprintf(stdout, "plan: TUN %s, created at start (mtu %s, queues %s, offload %t)\n", cfg.Tun.Name,
+			orDefault(cfg.Tun.MTU, "the largest intercept interface's"), orDefault(cfg.Tun.Queues, "one per CPU"), cfg.Tun.Offload)
 		for _, l := range lines {
 			fmt.Fprintln(stdout, "plan:", l)
 		}
