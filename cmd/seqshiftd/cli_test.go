@@ -1,8 +1,10 @@
 package main
 
 import (
+	"fmt"
 	"net/netip"
 	"os"
+	"os/exec"
 	"regexp"
 	"strings"
 	"testing"
@@ -148,6 +150,38 @@ func TestCompletionKnowsEveryCommandAndFlag(t *testing.T) {
 			if !strings.Contains(have, " "+want+" ") {
 				t.Errorf("completion for %s lacks %s", name, want)
 			}
+		}
+	}
+}
+
+// TestCompletion_CompletesInBash runs the completion function as bash would for a few command
+// lines (needs bash and the bash-completion package; skips otherwise).
+func TestCompletion_CompletesInBash(t *testing.T) {
+	const lib = "/usr/share/bash-completion/bash_completion"
+	if _, err := os.Stat(lib); err != nil {
+		t.Skip("skipping: bash-completion is not installed (apt-get install bash-completion)")
+	}
+	bash, err := exec.LookPath("bash")
+	if err != nil {
+		t.Skip("skipping: no bash")
+	}
+	for _, tc := range []struct {
+		words string // the command line, the last word being completed
+		want  string // COMPREPLY, space-joined
+	}{
+		{"seqshiftd fl", "flows"},
+		{"seqshiftd re", "reload"},
+		{"seqshiftd check --p", "--portable --plan"},
+		{"seqshiftd flows --d", "--dst --dport"},
+		{"seqshiftd flows --state est", "established"},
+		{"seqshiftd flows --w", "--watch"},
+	} {
+		script := fmt.Sprintf(`source %s; source ../../deploy/completion/seqshiftd.bash
+COMP_WORDS=(%s); COMP_CWORD=$((${#COMP_WORDS[@]}-1)); COMP_LINE=%q; COMP_POINT=${#COMP_LINE}
+_seqshiftd; echo "${COMPREPLY[*]}"`, lib, tc.words, tc.words)
+		out, err := exec.Command(bash, "-c", script).CombinedOutput()
+		if got := strings.TrimSpace(string(out)); err != nil || got != tc.want {
+			t.Errorf("%q completes to %q (%v), want %q", tc.words, got, err, tc.want)
 		}
 	}
 }
