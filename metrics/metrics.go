@@ -87,8 +87,9 @@ type Snapshot struct {
 	// FlowsLimit is the flow table's capacity: the sum of FlowsActive over it is how full the
 	// table is, which "table nearly full" alerts on.
 	FlowsLimit int
-	// SteeringInstalled is true while every policy rule and route the daemon installed is in
-	// place; false means intercepted traffic bypasses it.
+	// SteeringInstalled is true while the datapath's steering is in place: every policy rule
+	// and route, or every tc program of the kernel datapath; false means intercepted traffic
+	// bypasses it.
 	SteeringInstalled bool
 	// Snapshots is false when no state_file is configured; the snapshot metrics are then left
 	// out rather than reported as forever stale.
@@ -136,7 +137,7 @@ var (
 	descFlowsLimit = desc("flows_limit",
 		"Capacity of the flow table (flows.max); sum(seqshiftd_flows_active) / this is how full it is.")
 	descSteering = desc("steering_installed",
-		"1 while every policy rule and route seqshiftd installed is in place; 0 means intercepted traffic bypasses it.")
+		"1 while the datapath's steering is in place (policy rules and routes, or the kernel datapath's tc programs); 0 means intercepted traffic bypasses it.")
 	descSnapshotOK = desc("snapshot_last_success_timestamp_seconds",
 		"Unix time of the last successful flow snapshot write (0: none yet). Present only when state_file is set.")
 	descSnapshotFailures = desc("snapshot_failures_total",

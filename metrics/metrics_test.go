@@ -161,7 +161,7 @@ seqshiftd_snapshot_failures_total 2
 # HELP seqshiftd_snapshot_last_success_timestamp_seconds Unix time of the last successful flow snapshot write (0: none yet). Present only when state_file is set.
 # TYPE seqshiftd_snapshot_last_success_timestamp_seconds gauge
 seqshiftd_snapshot_last_success_timestamp_seconds 1.7000000005e+09
-# HELP seqshiftd_steering_installed 1 while every policy rule and route seqshiftd installed is in place; 0 means intercepted traffic bypasses it.
+# HELP seqshiftd_steering_installed 1 while the datapath's steering is in place (policy rules and routes, or the kernel datapath's tc programs); 0 means intercepted traffic bypasses it.
 # TYPE seqshiftd_steering_installed gauge
 seqshiftd_steering_installed 1
 `

@@ -516,8 +516,8 @@ func steeringConfig(cfg *policy.Config) steering.Config {
 // sdStatus is the STATUS= line `systemctl status seqshiftd` shows: the policy generation in
 // force and, while the last reload has failed, its error on one line.
 func (d *daemon) sdStatus() string {
-	gen := d.engine.Policy().Generation
 	d.reloadMu.Lock()
+	gen := d.engine.Policy().Generation
 	lastErr := d.lastReloadErr
 	d.reloadMu.Unlock()
 	if lastErr == "" {

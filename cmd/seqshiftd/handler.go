@@ -10,14 +10,22 @@ import (
 	"github.com/seqshiftd/seqshiftd/tcshift"
 )
 
+// steeringInstalled reports whether what sends intercepted traffic through the datapath is in
+// place: the policy rules and routes (TUN datapath) or the tc programs (kernel datapath).
+// status's health check and the steering_installed metric both ask it.
+func (d *daemon) steeringInstalled() (bool, error) {
+	if d.kernel != nil {
+		return tcshift.Installed(d.kernelCfg)
+	}
+	return steering.Installed(d.steering)
+}
+
 // Status implements control.Handler.
 func (d *daemon) Status() control.Status {
-	pol := d.engine.Policy()
 	st := d.table.Stats()
-	installed, err := steering.Installed(d.steering)
+	installed, err := d.steeringInstalled()
 	missing := "missing: run seqshiftd teardown and restart, or check `ip rule`"
 	if d.kernel != nil {
-		installed, err = tcshift.Installed(d.kernelCfg)
 		missing = "missing: the tc programs are not attached to every intercept interface and the TAP; " +
 			"run seqshiftd teardown and restart, or check `tc filter show dev IFACE ingress`"
 	}
@@ -27,7 +35,11 @@ func (d *daemon) Status() control.Status {
 	} else if !installed {
 		detail = missing
 	}
+	// The policy in force and the reload history are read together: reload swaps the policy
+	// under the same lock, so a status never shows a reload's time with the generation before it
+	// (what `seqshiftd reload` waits on).
 	d.reloadMu.Lock()
+	pol := d.engine.Policy()
 	lastErr, lastReload := d.lastReloadErr, d.lastReload
 	ok, failed := d.reloadsOK, d.reloadsFailed
 	d.reloadMu.Unlock()

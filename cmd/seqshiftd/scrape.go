@@ -7,7 +7,6 @@ import (
 
 	"github.com/seqshiftd/seqshiftd/flowtable"
 	"github.com/seqshiftd/seqshiftd/metrics"
-	"github.com/seqshiftd/seqshiftd/steering"
 )
 
 // ruleTraffic keeps per-rule traffic totals for Prometheus without any per-packet cost: the
@@ -99,7 +98,7 @@ func (d *daemon) scrape(s *metrics.Snapshot) {
 	s.FlowsLimit = d.table.Capacity()
 	// A few netlink dumps, at most once a second (metrics caches the snapshot): the same check
 	// `seqshiftd status` makes.
-	installed, err := steering.Installed(d.steering)
+	installed, err := d.steeringInstalled()
 	s.SteeringInstalled = installed && err == nil
 	s.Snapshots = d.boot.StateFile != ""
 	if ns := d.snapOK.Load(); ns != 0 {
