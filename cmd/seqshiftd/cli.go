@@ -33,13 +33,19 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	// What run would refuse on this host is an error here too, so that the unit's
 	// ExecStartPre fails with the reason instead of ExecStart failing five times.
 	refused := false
+	dp, why := cfg.Datapath, ""
 	if !*portable {
 		for _, f := range cfg.HostProblems() {
 			fmt.Fprintln(stderr, f.Format(*path, ""))
 			refused = true
 		}
-		// The owners of the TUN and of the steering say what they would refuse.
-		for _, err := range []error{tun.CheckHost(), steering.CheckHost(steeringConfig(cfg))} {
+		// The owners of the TUN, the steering and the kernel datapath say what they would
+		// refuse, and the datapath is chosen exactly as run chooses it.
+		var err error
+		if dp, why, err = chooseDatapath(cfg); err != nil {
+			dp = cfg.Datapath
+		}
+		for _, err := range []error{err, tun.CheckHost(), steering.CheckHost(steeringConfig(cfg))} {
 			if err != nil {
 				fmt.Fprintf(stderr, "%s: %v\n", *path, err)
 				refused = true
@@ -50,15 +56,9 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, f.Format(*path, "warning"))
 	}
 	if *plan {
-		lines, err := steering.Plan(steeringConfig(cfg))
-		if err != nil {
+		if err := printPlan(stdout, cfg, dp, why); err != nil {
 			fmt.Fprintf(stderr, "%s: %v\n", *path, err)
 			return 1
-		}
-		fmt.Fprintf(stdout, "plan: TUN %s, created at start (mtu %s, queues %s, offload %t)\n", cfg.Tun.Name,
-			orDefault(cfg.Tun.MTU, "the largest intercept interface's"), orDefault(cfg.Tun.Queues, "one per CPU"), cfg.Tun.Offload)
-		for _, l := range lines {
-			fmt.Fprintln(stdout, "plan:", l)
 		}
 	}
 	for _, line := range cfg.Summary() {
@@ -70,6 +70,41 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "%s: ok (%d rules)\n", *path, len(cfg.Rules))
 	return 0
+}
+
+// printPlan prints what run would install for datapath dp, from the plans the installers
+// themselves work from (tcshift.Plan, steering.Plan). For auto (check --portable, where this
+// host does not decide) both are printed.
+func printPlan(w io.Writer, cfg *policy.Config, dp policy.Datapath, why string) error {
+	dps := []policy.Datapath{dp}
+	if dp == policy.DatapathAuto {
+		dps = []policy.Datapath{policy.DatapathKernel, policy.DatapathTUN}
+		fmt.Fprintln(w, "plan: datapath auto: kernel where the host supports it, else tun; both plans follow")
+	}
+	for _, dp := range dps {
+		device, lines, err := "TUN", []string(nil), error(nil)
+		if dp == policy.DatapathKernel {
+			device = "TAP"
+			lines, err = tcshift.Plan(kernelConfig(cfg, cfg.Tun.Name))
+			lines = append(lines, "no policy routing (an earlier run's is removed)")
+		} else {
+			lines, err = steering.Plan(steeringConfig(cfg))
+		}
+		if err != nil {
+			return err
+		}
+		if why != "" {
+			fmt.Fprintf(w, "plan: datapath %s (%s)\n", dp, why)
+		} else {
+			fmt.Fprintf(w, "plan: datapath %s\n", dp)
+		}
+		fmt.Fprintf(w, "plan: %s %s, created at start (mtu %s, queues %s, offload %t)\n", device, cfg.Tun.Name,
+			orDefault(cfg.Tun.MTU, "the largest intercept interface's"), orDefault(cfg.Tun.Queues, "one per CPU"), cfg.Tun.Offload)
+		for _, l := range lines {
+			fmt.Fprintln(w, "plan:", l)
+		}
+	}
+	return nil
 }
 
 func orDefault(n int, zero string) string {

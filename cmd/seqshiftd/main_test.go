@@ -103,6 +103,11 @@ func TestCheck_PlanListsWhatRunInstalls(t *testing.T) {
 		"plan: IPv4 route default dev seqshift0 table 5813 metric 1 protocol 213",
 		"plan: IPv6 route blackhole default table 5813 metric 2147483647 protocol 213",
 		"plan: sysctl net.ipv4.conf.seqshift0.rp_filter = 0",
+		// datapath auto, and --portable leaves the choice to the host: the kernel plan too.
+		"plan: datapath kernel",
+		"plan: tc eth0 ingress 5813/0x5813 seqshiftd_client_ingress",
+		"plan: tc seqshift0 ingress 5813/0x5813 seqshiftd_tap_ingress",
+		"plan: bpf map flows: 1048576 entries",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("plan lacks %q:\n%s", want, out)
