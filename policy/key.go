@@ -156,3 +156,9 @@ func createKey(path string) ([]byte, error) {
 	}
 	return raw, nil
 }
+
+// KeyFinding places msg at what names the key file (isn_key_file, or the first keyed rule), for
+// a warning about it in the FILE:LINE:COL form.
+func (c *Config) KeyFinding(msg string) Finding {
+	return Finding{Line: max(c.keyPos[0], 1), Col: max(c.keyPos[1], 1), Msg: msg}
+}

@@ -11,6 +11,7 @@ import (
 	"github.com/seqshiftd/seqshiftd/control"
 	"github.com/seqshiftd/seqshiftd/policy"
 	"github.com/seqshiftd/seqshiftd/steering"
+	"github.com/seqshiftd/seqshiftd/tcshift"
 	"github.com/seqshiftd/seqshiftd/tun"
 )
 
@@ -54,6 +55,13 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	}
 	for _, f := range cfg.Check() {
 		fmt.Fprintln(stderr, f.Format(*path, "warning"))
+	}
+	if !*portable {
+		// A key file run would create, or one this user cannot read: said, not refused (the
+		// ones run would refuse are among the host problems above).
+		if w, err := cfg.CheckKey(); err == nil && w != "" {
+			fmt.Fprintln(stderr, cfg.KeyFinding(w).Format(*path, "warning"))
+		}
 	}
 	if *plan {
 		if err := printPlan(stdout, cfg, dp, why); err != nil {

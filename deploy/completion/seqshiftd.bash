@@ -36,7 +36,7 @@ _seqshiftd()
     local flags
     case $cmd in
         run) flags="-c" ;;
-        teardown) flags="-c" ;;
+        teardown) flags="-c --record --table --priority --protocol --tun" ;;
         reload) flags="-c --socket --pid" ;;
         check) flags="-c --portable --plan" ;;
         status) flags="-c --socket --json" ;;
