@@ -194,7 +194,10 @@ type Config struct {
 	Malformed        MalformedAction
 	Flows            Flows
 	Steering         Steering
-	Rules            []*Rule
+	// Observe puts every rule in observe mode (top-level observe: true): connections are
+	// tracked and listed with the offsets they would get, and none is rewritten.
+	Observe bool
+	Rules   []*Rule
 
 	key    *isnKey           // shared by every keyed Side
 	keyPos [2]int            // line, col naming the key file in errors: isn_key_file, or the first keyed rule
@@ -313,7 +316,7 @@ func (d *decoder) document(data []byte) (root *yaml.Node, ok bool) {
 }
 
 var topKeys = []string{"tun", "intercept", "state_file", "snapshot_interval", "control_socket",
-	"metrics_listen", "isn_key_file", "log", "on_stop", "malformed", "flows", "steering", "datapath", "kernel", "rules"}
+	"metrics_listen", "isn_key_file", "log", "on_stop", "malformed", "flows", "steering", "datapath", "kernel", "observe", "rules"}
 
 // config fills cfg from the top-level mapping.
 func (d *decoder) config(cfg *Config, root *yaml.Node) {
@@ -392,6 +395,9 @@ func (d *decoder) config(cfg *Config, root *yaml.Node) {
 	}
 	if v, ok := m["steering"]; ok {
 		d.steering(&cfg.Steering, v)
+	}
+	if v, ok := m["observe"]; ok {
+		cfg.Observe, _ = d.boolean(v, "observe")
 	}
 	if v, ok := m["rules"]; ok {
 		cfg.Rules = d.rules(v, cfg.key)
@@ -606,8 +612,8 @@ func (d *decoder) rules(n *yaml.Node, key *isnKey) []*Rule {
 			d.errorf(it, "rules: want a rule with name, match, client_isn and server_isn, got %s", describe(it))
 			continue
 		}
-		m := d.mapping(it, "rule", []string{"name", "match", "client_isn", "server_isn"})
-		r := &Rule{Client: &Side{}, Server: &Side{}, line: it.Line, col: it.Column}
+		m := d.mapping(it, "rule", []string{"name", "match", "client_isn", "server_isn", "observe"})
+		r := &Rule{Client: &Side{}, Server: &Side{}, line: it.Line, col: it.Column, pos: len(out)}
 		if v, ok := m["name"]; !ok {
 			d.errorf(it, "rule: missing name")
 		} else if s, ok := d.str(v, "rule name"); ok {
@@ -639,6 +645,9 @@ func (d *decoder) rules(n *yaml.Node, key *isnKey) []*Rule {
 		}
 		if v, ok := m["server_isn"]; ok {
 			r.Server = d.side(v, "server_isn", key)
+		}
+		if v, ok := m["observe"]; ok {
+			r.Observe, _ = d.boolean(v, "rule observe")
 		}
 		out = append(out, r)
 	}

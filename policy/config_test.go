@@ -80,7 +80,7 @@ func TestLoad_DeployExampleDocumentsEveryKey(t *testing.T) {
 	}
 	want = append(want, "intercept.iface", "intercept.to", "log.level", "log.format",
 		"flows.max", "flows.when_full", "flows.timeouts", "steering.table", "steering.priority",
-		"steering.protocol", "rules.name", "rules.match", "rules.client_isn", "rules.server_isn",
+		"steering.protocol", "rules.name", "rules.match", "rules.client_isn", "rules.server_isn", "rules.observe",
 		"rules.match.clients", "rules.match.servers", "rules.match.server_ports")
 	for _, k := range timeoutKeys {
 		want = append(want, "flows.timeouts."+k)
@@ -197,6 +197,41 @@ rules:
 	}
 }
 
+// TestParse_ObserveRuleAndPolicy: a rule observes when its own key says so or when the whole
+// policy does; a rule's observe: false does not override the policy-wide switch.
+func TestParse_ObserveRuleAndPolicy(t *testing.T) {
+	tests := []struct {
+		name string
+		src  string
+		want []string // Observing()
+	}{
+		{"default is active", "rules:\n  - {name: a}\n  - {name: b}\n", nil},
+		{"one rule observes", "rules:\n  - {name: a, observe: true}\n  - {name: b, observe: false}\n", []string{"a"}},
+		{"policy observes all", "observe: true\nrules:\n  - {name: a}\n  - {name: b}\n", []string{"a", "b"}},
+		{"rule false does not override policy", "observe: true\nrules:\n  - {name: a, observe: false}\n", []string{"a"}},
+		{"policy false leaves rule on", "observe: false\nrules:\n  - {name: a, observe: true}\n  - {name: b}\n", []string{"a"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := Parse("c.yaml", []byte(tt.src))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := cfg.Observing(); !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("Observing() = %q, want %q", got, tt.want)
+			}
+			for i, r := range cfg.Rules {
+				if r.Pos() != i {
+					t.Errorf("rule %s: Pos() = %d, want %d", r.Name, r.Pos(), i)
+				}
+			}
+		})
+	}
+	if (&Config{Observe: true}).Observes(nil) {
+		t.Error("no rule (nil) observes: an unmatched connection is not observed")
+	}
+}
+
 func TestParse_AliasesShareLists(t *testing.T) {
 	src := `
 intercept:
@@ -239,6 +274,10 @@ func TestParse_Errors(t *testing.T) {
 		{"string wrong type", "tun: {name: 12}\n", 1, 13, "tun.name: want a string, got the integer 12 (quote it"},
 		{"string null", "state_file:\ncontrol_socket: /x\n", 1, 12, `state_file: want a string, got null (write "" for an empty string)`},
 		{"bool wrong type", "tun: {offload: yes}\n", 1, 16, `tun.offload: want true or false, got the string "yes"`},
+		{"observe not a boolean", "observe: on\n", 1, 10, `observe: want true or false, got the string "on"`},
+		{"observe a number", "observe: 1\n", 1, 10, "observe: want true or false, got the integer 1"},
+		{"rule observe not a boolean", "rules:\n  - name: a\n    observe: \"true\"\n", 3, 14, `rule observe: want true or false, got the string "true"`},
+		{"rule observe misspelt", "rules:\n  - name: a\n    obsrve: true\n", 3, 5, `rule: unknown key "obsrve"; did you mean "observe"?`},
 		{"int wrong type", "tun: {mtu: big}\n", 1, 12, "tun.mtu: want an integer"},
 		{"int float", "tun: {mtu: 1500.5}\n", 1, 12, "want an integer, got the number 1500.5"},
 		{"mtu out of range", "tun: {mtu: 65536}\n", 1, 12, "tun.mtu: 65536 is out of range 0..65535"},

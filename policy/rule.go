@@ -15,8 +15,32 @@ type Rule struct {
 	Match  Selector
 	Client *Side // client_isn: how the client's ISN appears to the server
 	Server *Side // server_isn: how the server's ISN appears to the client
+	// Observe: the rule's connections are admitted, tracked and planned as if active, and
+	// never rewritten (observe: true). Config.Observes also honours the whole policy's switch.
+	Observe bool
 
 	line, col int // position of the rule in the file, for warnings
+	pos       int // index in Config.Rules, for per-rule counters kept in arrays
+}
+
+// Pos returns the rule's index in its Config's Rules: per-rule counters of one policy
+// generation are arrays indexed by it, so that counting needs no map and no lock.
+func (r *Rule) Pos() int { return r.pos }
+
+// Observes reports whether connections r admits are observed rather than rewritten: the
+// rule's own observe key, or the whole policy's. A rule's observe: false does not override a
+// policy-wide observe: true, which is the roll-out switch for everything at once.
+func (c *Config) Observes(r *Rule) bool { return r != nil && (c.Observe || r.Observe) }
+
+// Observing returns the names of the rules whose connections are observed, in file order.
+func (c *Config) Observing() []string {
+	var out []string
+	for _, r := range c.Rules {
+		if c.Observes(r) {
+			out = append(out, r.Name)
+		}
+	}
+	return out
 }
 
 // Selector is a rule's `match:`. An empty list matches anything.
