@@ -37,9 +37,23 @@ func QuoteDeltasOf(off [2]seqnum.Delta, d Dir) Deltas {
 	return DeltasOf(off, d).Inverse()
 }
 
-// Deltas returns the deltas for a segment of f travelling in direction d.
-func (f *Flow) Deltas(d Dir) Deltas { return DeltasOf(f.Offsets(), d) }
+// Deltas returns the deltas for a segment of f travelling in direction d: zero for an exempt
+// flow, whose segments cross unshifted whatever offsets it holds. An observed flow
+// (ExemptObserve) keeps the offsets it would get in Offsets, for `flows`; everything that acts
+// on the wire (the shift, the window tracker moving an ack into the receiver's space, the
+// kernel map) asks here, and so treats it as unshifted.
+func (f *Flow) Deltas(d Dir) Deltas {
+	if f.exempt != ExemptNone {
+		return Deltas{}
+	}
+	return DeltasOf(f.Offsets(), d)
+}
 
 // QuoteDeltas returns the deltas for an ICMP error quoting a segment of f that travelled in
-// direction d.
-func (f *Flow) QuoteDeltas(d Dir) Deltas { return QuoteDeltasOf(f.Offsets(), d) }
+// direction d: zero for an exempt flow, as for Deltas.
+func (f *Flow) QuoteDeltas(d Dir) Deltas {
+	if f.exempt != ExemptNone {
+		return Deltas{}
+	}
+	return QuoteDeltasOf(f.Offsets(), d)
+}

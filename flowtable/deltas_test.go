@@ -7,6 +7,7 @@ import (
 
 	"github.com/seqshiftd/seqshiftd/rewrite"
 	"github.com/seqshiftd/seqshiftd/seqnum"
+	"github.com/seqshiftd/seqshiftd/tcpwindow"
 )
 
 // ipv4TCP builds a 20-byte IPv4 header and a TCP header with one SACK block (ACK set), checksum
@@ -114,5 +115,50 @@ func TestDeltas_SignRules(t *testing.T) {
 	shift(t, back, f.QuoteDeltas(ClientToServer))
 	if !bytes.Equal(back, orig) {
 		t.Errorf("c2s shift then QuoteDeltas:\n got % x\nwant % x", back, orig)
+	}
+}
+
+// TestDeltas_ExemptFlowsAreUnshiftedOnTheWire: an observed (or otherwise exempt) flow keeps
+// the offsets it would get, for `flows`, but every delta is zero, so that nothing rewrites it
+// and the window tracker reads its acks as they are on the wire.
+func TestDeltas_ExemptFlowsAreUnshiftedOnTheWire(t *testing.T) {
+	for _, ex := range []Exempt{ExemptObserve, ExemptTCPMD5, ExemptTCPAO, ExemptNoRule, ExemptServerOpened} {
+		t.Run(ex.String(), func(t *testing.T) {
+			tab := New(Config{MaxFlows: 16})
+			k := &conn{t: t, c: cISN, s: sISN} // no offsets on the wire
+			f, err := tab.Admit(ap("198.18.0.1:40000"), ap("198.19.0.1:443"),
+				Init{ClientOffset: 1000, Server: ServerPlan{Absolute: true, Value: 0x80000000}, ClientISN: cISN, Exempt: ex})
+			if err != nil {
+				t.Fatal(err)
+			}
+			k.f = f
+			k.want(k.send(c2s, tcpwindow.Segment{Seq: cISN, Flags: FlagSYN, Window: 64240}), tcpwindow.Accept)
+			k.c++
+			// The SYN-ACK acknowledges the client's real ISN: an observed flow's client
+			// offset never reached the server.
+			k.want(k.send(s2c, tcpwindow.Segment{Seq: sISN, Ack: k.c, Flags: FlagSYN | FlagACK, Window: 65160}), tcpwindow.Accept)
+			k.s++
+			for _, d := range []Dir{c2s, s2c} {
+				if dl := f.Deltas(d); !dl.Zero() {
+					t.Errorf("Deltas(%v) = %+v, want zero", d, dl)
+				}
+				if dl := f.QuoteDeltas(d); !dl.Zero() {
+					t.Errorf("QuoteDeltas(%v) = %+v, want zero", d, dl)
+				}
+			}
+			if got, want := f.Offsets(), [2]seqnum.Delta{1000, seqnum.Value(0x80000000).Sub(sISN)}; got != want {
+				t.Errorf("Offsets() = %v, want the would-be %v", got, want)
+			}
+			// Raw numbers both ways are in window, and the exchange assures the flow.
+			k.want(k.send(c2s, k.fromClient(FlagACK, 0)), tcpwindow.Accept)
+			k.want(k.send(c2s, k.fromClient(FlagACK, 100)), tcpwindow.Accept)
+			k.c += 100
+			k.want(k.send(s2c, k.fromServer(FlagACK, 300)), tcpwindow.Accept)
+			k.s += 300
+			k.want(k.send(c2s, k.fromClient(FlagACK, 0)), tcpwindow.Accept)
+			if f.State() != StateEstablished || !f.Assured() {
+				t.Errorf("after an unshifted exchange: %v assured %v", f.State(), f.Assured())
+			}
+		})
 	}
 }

@@ -125,9 +125,10 @@ func (f *Flow) State() State { return State(f.state.Load() & stMask) }
 // Exempt returns why the flow must not be rewritten, ExemptNone if it must.
 func (f *Flow) Exempt() Exempt { return f.exempt }
 
-// Offset returns what is added to the sequence numbers of segments travelling in direction d.
-// Offset(ServerToClient) is 0 until ResolveServerISN when the server plan is absolute. To
-// rewrite a segment, ask Deltas or QuoteDeltas, which hold the sign rules.
+// Offset returns what is added to the sequence numbers of segments travelling in direction d
+// (for an observed flow, what would be added). Offset(ServerToClient) is 0 until
+// ResolveServerISN when the server plan is absolute. To rewrite a segment, ask Deltas or
+// QuoteDeltas, which hold the sign rules and give an exempt flow zero deltas.
 func (f *Flow) Offset(d Dir) seqnum.Delta { return seqnum.Delta(f.off[d&1].Load()) }
 
 // Offsets returns both directions' offsets, indexed by Dir.

@@ -82,10 +82,14 @@ const (
 	// the client-facing interface (its "server" opened it): tracked unshifted so that it is
 	// never picked up mid-stream in the wrong orientation.
 	ExemptServerOpened
+	// ExemptObserve: the rule (or the whole policy) observes: the flow is admitted, tracked
+	// and planned like an active one, its would-be offsets kept (Offset, Offsets), and not one
+	// byte of it is rewritten (Deltas and QuoteDeltas are zero).
+	ExemptObserve
 	NumExempt // number of reasons, for arrays indexed by Exempt
 )
 
-var exemptNames = [NumExempt]string{"none", "no_rule", "tcp_md5", "tcp_ao", "server_opened"}
+var exemptNames = [NumExempt]string{"none", "no_rule", "tcp_md5", "tcp_ao", "server_opened", "observe"}
 
 // String returns the reason's metrics label, e.g. "tcp_md5".
 func (e Exempt) String() string {
