@@ -17,7 +17,7 @@ type Pass uint8
 const (
 	PassNotTCP     Pass = iota // neither TCP nor an ICMP error quoting TCP
 	PassNoFlow                 // TCP without a tracked flow whose rule is none or keep/keep
-	PassExempt                 // its flow is exempt (no rule, TCP-MD5, TCP-AO)
+	PassExempt                 // its flow is exempt (no rule, TCP-MD5, TCP-AO, observed)
 	PassZeroOffset             // its flow's offsets are both zero (keep/keep)
 	PassOtherHook              // an ICMP error caught where it is not to be translated (kernel datapath)
 	numPass
@@ -98,7 +98,7 @@ var (
 	// Indexed by flowtable.Exempt - 1: ExemptNone flows are rewritten.
 	counterExempt = &counter.Desc{
 		Name:   "flows_exempt_total",
-		Help:   "TCP connections tracked but never rewritten, by reason (no_rule: no rule matched; tcp_md5, tcp_ao: signed segments).",
+		Help:   "TCP connections tracked but never rewritten, by reason (no_rule: no rule matched; tcp_md5, tcp_ao: signed segments; server_opened: opened from beyond a client-facing interface; observe: the rule observes, admitted or picked up).",
 		Labels: []string{"reason"}, Values: exemptReasons(), Status: "flows_exempt_%s",
 	}
 	counterRefused = &counter.Desc{

@@ -39,6 +39,8 @@ const batchSize = 32
 type Policy struct {
 	Config     *policy.Config
 	Generation uint64
+
+	rules *ruleCounts // per-rule counters of this generation, attached by New or SetPolicy
 }
 
 // Engine runs the datapath over one TUN device with one goroutine per queue. With the kernel
@@ -52,6 +54,7 @@ type Engine struct {
 	warn   *rateLimiter
 	kernel Kernel     // nil with the TUN datapath; set by UseKernel before Run, then read-only
 	sync   kernelSync // the kernel's counts already folded into each flow
+	rules  ruleHistory
 }
 
 // UseKernel makes the engine keep k's flow map in line with the table (the kernel datapath).
@@ -70,12 +73,17 @@ func New(dev tun.Device, table *flowtable.Table, p *Policy, log *zap.Logger) *En
 	for i := range e.queues {
 		e.queues[i] = newCounters()
 	}
+	e.install(p)
 	e.policy.Store(p)
 	return e
 }
 
-// SetPolicy makes p the policy for flows created from now on; live flows keep their offsets.
-func (e *Engine) SetPolicy(p *Policy) { e.policy.Store(p) }
+// SetPolicy makes p the policy for flows created from now on; live flows keep their offsets
+// and their mode (an observed flow stays unshifted when its rule goes live, and the reverse).
+func (e *Engine) SetPolicy(p *Policy) {
+	e.install(p)
+	e.policy.Store(p)
+}
 
 // Policy returns the policy in force.
 func (e *Engine) Policy() *Policy { return e.policy.Load() }
@@ -248,6 +256,7 @@ func (e *Engine) handleTCP(c *Counters, pol *Policy, pkt []byte, p *rewrite.Pack
 		// Whatever `malformed` says: forwarded, it would carry the raw numbers the shift hides.
 		c.malformed(r)
 		c.dropped(DropUnshiftable)
+		pol.rules.countFlow(f, RuleMalformed)
 		return false
 	}
 	c.rewritten(dir, p.PayloadLen)
@@ -285,7 +294,9 @@ func (e *Engine) restart(c *Counters, pol *Policy, f *flowtable.Flow) (*flowtabl
 		Generation:   pol.Generation,
 		Exempt:       f.Exempt(),
 	}
-	if in.Exempt == flowtable.ExemptNone {
+	// An observed flow plans its server side too: it stays observed (its mode was decided at
+	// its first SYN, and the server saw this SYN unshifted), with the offsets it would get.
+	if in.Exempt == flowtable.ExemptNone || in.Exempt == flowtable.ExemptObserve {
 		if rule := pol.Config.Match(client.Addr(), server.Addr(), server.Port()); rule != nil {
 			abs, v := rule.Server.Plan(server, client)
 			in.Server = flowtable.ServerPlan{Absolute: abs, Value: v}
@@ -295,9 +306,11 @@ func (e *Engine) restart(c *Counters, pol *Policy, f *flowtable.Flow) (*flowtabl
 	if err != nil {
 		// No room: keep shifting with the old flow, which at least keeps both ends consistent.
 		c.inc(counterRefused)
+		pol.rules.countFlow(f, RuleRefused)
 		return f, false
 	}
 	c.inc(counterRestarted)
+	pol.rules.countFlow(nf, RuleAdmitted)
 	return nf, true
 }
 
@@ -313,15 +326,19 @@ func (e *Engine) restart(c *Counters, pol *Policy, f *flowtable.Flow) (*flowtabl
 func (e *Engine) admit(c *Counters, pol *Policy, client, server netip.AddrPort, p *rewrite.Packet, farSide bool) (*flowtable.Flow, bool) {
 	in := flowtable.Init{ClientISN: p.Seq, Generation: pol.Generation}
 	rule := pol.Config.Match(client.Addr(), server.Addr(), server.Port())
+	mode, event := ModeActive, RuleAdmitted
+	if pol.Config.Observes(rule) {
+		mode = ModeObserve
+	}
 	switch {
 	case farSide:
 		in.Exempt = flowtable.ExemptServerOpened
 	case p.Auth != rewrite.AuthNone:
 		// RFC 2385 and RFC 5925 signatures cover the sequence numbers: shifting them would make
 		// every segment fail verification, so such flows pass untouched whatever the rule says.
-		in.Exempt = flowtable.ExemptTCPMD5
+		in.Exempt, event = flowtable.ExemptTCPMD5, RuleTCPMD5
 		if p.Auth == rewrite.AuthAO {
-			in.Exempt = flowtable.ExemptTCPAO
+			in.Exempt, event = flowtable.ExemptTCPAO, RuleTCPAO
 		}
 		if rule != nil {
 			in.Rule = rule.Name
@@ -343,8 +360,19 @@ func (e *Engine) admit(c *Counters, pol *Policy, client, server netip.AddrPort, 
 		}
 		abs, v = rule.Server.Plan(server, client)
 		in.Server = flowtable.ServerPlan{Absolute: abs, Value: v}
+		if mode == ModeObserve {
+			// Planned exactly as if active, offsets kept for `flows`; exempt, so that not one
+			// byte of it is rewritten on either datapath.
+			in.Exempt = flowtable.ExemptObserve
+		}
 	}
 	f, err := e.table.Admit(client, server, in)
+	if !farSide {
+		if err != nil {
+			event = RuleRefused
+		}
+		pol.rules.count(rule, mode, event)
+	}
 	if err != nil {
 		c.inc(counterRefused)
 		if e.warn.allow("refused") {
@@ -354,6 +382,12 @@ func (e *Engine) admit(c *Counters, pol *Policy, client, server netip.AddrPort, 
 		return nil, false
 	}
 	c.exempt(in.Exempt)
+	if in.Exempt == flowtable.ExemptObserve {
+		if ce := e.log.Check(zap.DebugLevel, "connection admitted under observe: tracked, not rewritten"); ce != nil {
+			ce.Write(zap.Stringer("client", client), zap.Stringer("server", server), zap.String("rule", in.Rule),
+				zap.Uint32("would_shift_c2s", uint32(in.ClientOffset)))
+		}
+	}
 	return f, true
 }
 
@@ -385,25 +419,36 @@ func (e *Engine) adopt(c *Counters, pol *Policy, p *rewrite.Packet, src, dst net
 	if rule == nil || (rule.Client.Keep() && rule.Server.Keep()) {
 		return nil, 0, false
 	}
+	observe := pol.Config.Observes(rule)
 	if !rule.Client.Stateless() || !rule.Server.Stateless() {
-		return nil, 0, true
+		// An observed connection was never shifted, so its raw numbers are the right ones:
+		// passed, not dropped, even though its would-be offsets cannot be recomputed.
+		return nil, 0, !observe
 	}
 	if p.Flags&(rewrite.FlagSYN|rewrite.FlagRST) != 0 {
 		return nil, 0, false
 	}
 	_, cOff := rule.Client.Plan(client, server)
 	_, sOff := rule.Server.Plan(server, client)
-	f, err := e.table.Adopt(client, server, flowtable.Init{
+	in := flowtable.Init{
 		ClientOffset: seqnum.Delta(cOff),
 		Server:       flowtable.ServerPlan{Value: sOff},
 		Rule:         rule.Name,
 		Generation:   pol.Generation,
-	})
+	}
+	mode := ModeActive
+	if observe {
+		in.Exempt, mode = flowtable.ExemptObserve, ModeObserve
+	}
+	f, err := e.table.Adopt(client, server, in)
 	if err != nil {
 		c.inc(counterRefused)
+		pol.rules.count(rule, mode, RuleRefused)
 		return nil, 0, false
 	}
 	c.inc(counterAdopted)
+	pol.rules.count(rule, mode, RulePickedUp)
+	c.exempt(in.Exempt)
 	dir = flowtable.ClientToServer
 	if src != client {
 		dir = flowtable.ServerToClient

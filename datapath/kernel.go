@@ -64,6 +64,9 @@ func kernelValue(f *flowtable.Flow, m flowtable.KernelMode, ifindex int) tcshift
 	}
 	if f.Exempt() != flowtable.ExemptNone {
 		v.Flags = KernelFlagResolved
+		if f.Exempt() == flowtable.ExemptObserve {
+			v.Flags |= KernelFlagObserve
+		}
 		return v // never shifted: zero deltas, the programs only count
 	}
 	for _, d := range [...]flowtable.Dir{flowtable.ClientToServer, flowtable.ServerToClient} {
@@ -123,6 +126,10 @@ func (e *Engine) loadWindow(f *flowtable.Flow) {
 const (
 	KernelFlagResolved     = 1 << 0 // both offsets final: the deltas are the flow's
 	KernelFlagPlanAbsolute = 1 << 1 // mid-handshake: AckDelta holds {server plan value, client ISN}
+	// KernelFlagObserve: an observed flow (zero deltas). The map has no room for the offsets it
+	// would get, so a flow recovered from it is observed with zero would-be offsets: still
+	// never shifted, and still counted as observed.
+	KernelFlagObserve = 1 << 2
 )
 
 // RecoverFlow turns an entry of a previous instance's map (a crash between snapshots) back
@@ -137,10 +144,14 @@ func RecoverFlow(t *flowtable.Table, k tcshift.FlowKey, v tcshift.FlowValue) err
 	var err error
 	switch {
 	case v.Flags&KernelFlagResolved != 0:
-		_, err = t.Adopt(client, server, flowtable.Init{
+		in := flowtable.Init{
 			ClientOffset: v.SeqDelta[flowtable.ClientToServer],
 			Server:       flowtable.ServerPlan{Value: uint32(v.SeqDelta[flowtable.ServerToClient])},
-		})
+		}
+		if v.Flags&KernelFlagObserve != 0 {
+			in.Exempt = flowtable.ExemptObserve
+		}
+		_, err = t.Adopt(client, server, in)
 	case v.Flags&KernelFlagPlanAbsolute != 0:
 		_, err = t.Admit(client, server, flowtable.Init{
 			ClientOffset: v.SeqDelta[flowtable.ClientToServer],
