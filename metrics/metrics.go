@@ -51,6 +51,17 @@ type RuleDir struct {
 	Dir  Dir
 }
 
+// RuleMode keys per-rule counts by rule name and mode ("observe" or "active").
+type RuleMode struct {
+	Rule, Mode string
+}
+
+// RuleOutcome keys connection counts by rule, mode and outcome (admitted, picked_up, tcp_md5,
+// tcp_ao, refused: the datapath names them).
+type RuleOutcome struct {
+	Rule, Mode, Outcome string
+}
+
 // Traffic is a packet and byte count. Packets are as read from the TUN (with offload a GSO
 // super-packet counts once); bytes are TCP payload bytes, what the application sent.
 type Traffic struct {
@@ -67,6 +78,13 @@ type Snapshot struct {
 
 	// Rewritten is traffic whose sequence numbers were shifted, per rule and direction.
 	Rewritten map[RuleDir]Traffic
+	// Observed is traffic of flows an observing rule admitted (not one byte rewritten), per
+	// rule and direction: what Rewritten would have counted had the rule been active.
+	Observed map[RuleDir]Traffic
+	// RuleConnections counts the connections each rule matched, per mode and outcome.
+	RuleConnections map[RuleOutcome]uint64
+	// RuleMalformed counts malformed packets of each rule's flows, per mode.
+	RuleMalformed map[RuleMode]uint64
 
 	// FlowsActive counts tracked flows by state (flowtable.State strings).
 	FlowsActive map[string]int
@@ -120,6 +138,18 @@ var (
 	descRewrittenBytes = desc("rewritten_bytes_total",
 		"TCP payload bytes of the packets whose sequence numbers were shifted, by rule and direction.",
 		"rule", "direction")
+	descObservedPackets = desc("observed_packets_total",
+		"Packets of observed flows (an observing rule's: tracked, never rewritten), by rule and direction. With TUN offload a GSO super-packet counts once.",
+		"rule", "direction")
+	descObservedBytes = desc("observed_bytes_total",
+		"TCP payload bytes of the packets of observed flows, by rule and direction.",
+		"rule", "direction")
+	descRuleConnections = desc("rule_connections_total",
+		"TCP connections each rule matched, by mode (observe, active) and outcome (admitted at the SYN, picked_up mid-stream, tcp_md5 and tcp_ao: exempt because signed, refused: the flow table was full).",
+		"rule", "mode", "outcome")
+	descRuleMalformed = desc("rule_malformed_packets_total",
+		"Packets of a rule's flows that could not be rewritten, by rule and mode (packets that cannot be parsed at all are in malformed_packets_total only: they name no flow).",
+		"rule", "mode")
 	descFlowsActive = desc("flows_active",
 		"TCP connections currently tracked, by state.", "state")
 	descFlowsCreated = desc("flows_created_total",
@@ -160,7 +190,8 @@ type collector struct {
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
-		descBuildInfo, descRewrittenPackets, descRewrittenBytes, descFlowsActive, descFlowsCreated,
+		descBuildInfo, descRewrittenPackets, descRewrittenBytes, descObservedPackets, descObservedBytes,
+		descRuleConnections, descRuleMalformed, descFlowsActive, descFlowsCreated,
 		descFlowsExpired, descFlowsEvicted, descReloads, descLastReloadOK, descGeneration,
 		descFlowsLimit, descSteering, descSnapshotOK, descSnapshotFailures,
 	} {
@@ -195,6 +226,16 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	for k, t := range s.Rewritten {
 		counter(descRewrittenPackets, t.Packets, k.Rule, k.Dir.String())
 		counter(descRewrittenBytes, t.Bytes, k.Rule, k.Dir.String())
+	}
+	for k, t := range s.Observed {
+		counter(descObservedPackets, t.Packets, k.Rule, k.Dir.String())
+		counter(descObservedBytes, t.Bytes, k.Rule, k.Dir.String())
+	}
+	for k, n := range s.RuleConnections {
+		counter(descRuleConnections, n, k.Rule, k.Mode, k.Outcome)
+	}
+	for k, n := range s.RuleMalformed {
+		counter(descRuleMalformed, n, k.Rule, k.Mode)
 	}
 	for state, n := range s.FlowsActive {
 		gauge(descFlowsActive, float64(n), state)

@@ -89,6 +89,7 @@ type daemon struct {
 	metrics  *metrics.Metrics
 	traffic  *ruleTraffic
 	events   *control.Events // flows --watch
+	observed *ruleTraffic    // traffic of observed flows, per rule (observe.go)
 
 	lastSnapshot time.Time // only the run loop's goroutine uses it
 
@@ -147,7 +148,8 @@ func (d *daemon) restore() error {
 	if err := cfg.LoadKey(true); err != nil {
 		return err
 	}
-	d.traffic = newRuleTraffic()
+	d.traffic = newRuleTraffic(rewritten)
+	d.observed = newRuleTraffic(observed)
 	d.events = new(control.Events)
 	d.table = flowtable.New(flowtable.Config{MaxFlows: cfg.Flows.Max, Timeouts: cfg.Flows.Timeouts,
 		OnRemove: d.removed, OnAdd: d.flowAdded})
@@ -162,6 +164,7 @@ func (d *daemon) removed(f *flowtable.Flow) {
 		d.engine.Forget(f)
 	}
 	d.traffic.retire(f)
+	d.observed.retire(f)
 	d.flowGone(f)
 }
 

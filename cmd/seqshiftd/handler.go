@@ -56,6 +56,7 @@ func (d *daemon) Status() control.Status {
 	for _, s := range d.counterSets() {
 		counter.AddStatus(counters, s)
 	}
+	d.addRuleStatus(counters)
 	byState := make(map[string]int)
 	for s, n := range st.ByState {
 		if n > 0 {

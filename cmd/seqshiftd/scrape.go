@@ -13,13 +13,15 @@ import (
 // flows count their own packets, live flows are summed at scrape time, and a flow's counts move
 // into retired when the table removes it.
 type ruleTraffic struct {
+	counts   func(*flowtable.Flow) bool // which flows this total is of (rewritten, observed)
 	mu       sync.Mutex
 	retired  map[metrics.RuleDir]metrics.Traffic
 	reported map[metrics.RuleDir]metrics.Traffic
 }
 
-func newRuleTraffic() *ruleTraffic {
+func newRuleTraffic(counts func(*flowtable.Flow) bool) *ruleTraffic {
 	return &ruleTraffic{
+		counts:   counts,
 		retired:  make(map[metrics.RuleDir]metrics.Traffic),
 		reported: make(map[metrics.RuleDir]metrics.Traffic),
 	}
@@ -45,7 +47,7 @@ func addFlow(m map[metrics.RuleDir]metrics.Traffic, f *flowtable.Flow) {
 
 // retire is the flow table's OnRemove hook.
 func (r *ruleTraffic) retire(f *flowtable.Flow) {
-	if !rewritten(f) {
+	if !r.counts(f) {
 		return
 	}
 	r.mu.Lock()
@@ -59,7 +61,7 @@ func (r *ruleTraffic) retire(f *flowtable.Flow) {
 func (r *ruleTraffic) totals(table *flowtable.Table) map[metrics.RuleDir]metrics.Traffic {
 	live := make(map[metrics.RuleDir]metrics.Traffic)
 	table.Range(func(f *flowtable.Flow) bool {
-		if rewritten(f) {
+		if r.counts(f) {
 			addFlow(live, f)
 		}
 		return true
@@ -85,6 +87,7 @@ func (d *daemon) scrape(s *metrics.Snapshot) {
 	st := d.table.Stats()
 	s.Version = buildVersion()
 	s.Rewritten = d.traffic.totals(d.table)
+	d.scrapeRules(s)
 	s.FlowsActive = make(map[string]int, flowtable.NumStates)
 	for i, n := range st.ByState {
 		s.FlowsActive[flowtable.State(i).String()] = n
