@@ -180,7 +180,7 @@ func (e *Engine) handle(c *Counters, pol *Policy, pkt []byte, partial bool, meta
 		return e.handleICMP(c, pkt, &p, meta.Hook)
 	case rewrite.KindMalformed:
 		c.malformed(p.Reason)
-		return pol.Config.Malformed != policy.MalformedDrop && !e.ofShiftedFlow(c, pkt)
+		return e.malformedPacket(c, pol, pkt)
 	default:
 		c.passed(PassNotTCP)
 		return true
@@ -263,20 +263,28 @@ func (e *Engine) handleTCP(c *Counters, pol *Policy, pkt []byte, p *rewrite.Pack
 	return true
 }
 
-// ofShiftedFlow reports whether a packet Classify found malformed belongs to a flow with a
-// non-zero offset, and counts it as dropped if so: `malformed: pass` is for packets of no
-// shifted flow, since forwarding one of a shifted flow would show each end the other's raw
-// sequence numbers, exactly what a random or keyed ISN is meant to hide.
-func (e *Engine) ofShiftedFlow(c *Counters, pkt []byte) bool {
-	src, dst, ok := rewrite.Endpoints(pkt)
-	if !ok {
+// malformedPacket decides a packet Classify found malformed and reports whether it is written
+// back. When its endpoints can still be read (rewrite.Endpoints) and name a tracked flow, it is
+// counted for the flow's rule and mode (an observed rule's packets that an active one could
+// not rewrite). One of a flow with a non-zero offset is dropped and counted whatever
+// `malformed` says: `malformed: pass` is for packets of no shifted flow, since forwarding one
+// of a shifted flow would show each end the other's raw sequence numbers, exactly what a
+// random or keyed ISN is meant to hide.
+func (e *Engine) malformedPacket(c *Counters, pol *Policy, pkt []byte) bool {
+	shifted := false
+	if src, dst, ok := rewrite.Endpoints(pkt); ok {
+		if f, dir, ok := e.table.Lookup(src, dst); ok {
+			pol.rules.countFlow(f, RuleMalformed)
+			shifted = f.Exempt() == flowtable.ExemptNone && !f.Deltas(dir).Zero()
+		}
+	}
+	switch {
+	case pol.Config.Malformed == policy.MalformedDrop:
+		return false
+	case shifted:
+		c.dropped(DropUnshiftable)
 		return false
 	}
-	f, dir, ok := e.table.Lookup(src, dst)
-	if !ok || f.Exempt() != flowtable.ExemptNone || f.Deltas(dir).Zero() {
-		return false
-	}
-	c.dropped(DropUnshiftable)
 	return true
 }
 

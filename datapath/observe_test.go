@@ -244,3 +244,31 @@ func TestObserve_KernelMapHasZeroDeltasAndRecoversObserved(t *testing.T) {
 		t.Fatalf("recovered %t exempt %v", ok, g.Exempt())
 	}
 }
+
+// TestObserve_MalformedPacketsCountedForTheFlowsRule: a packet of an observed flow that cannot
+// be parsed (a bad data offset) but still names its flow is counted for the rule, in observe
+// mode; one that names no flow is counted only globally.
+func TestObserve_MalformedPacketsCountedForTheFlowsRule(t *testing.T) {
+	e, _ := observeEngine(t, observeRules("true", "false", "false"), 64)
+	srv := netip.AddrPortFrom(server4.Addr(), 5001)
+	through(t, e, segment{src: client4, dst: srv, seq: 1000, syn: true})
+	bad := segment{src: client4, dst: srv, seq: 1001, ack: 1, ackFlag: true}.bytes(t)
+	bad[20+12] = 0x20 // data offset 2 words: below the minimum of 5
+	through(t, e, segment{src: srv, dst: client4, seq: 1, ack: 1001, syn: true, ackFlag: true})
+	if run(t, e, bad) == nil {
+		t.Fatal("malformed: pass dropped the packet")
+	}
+	stranger := segment{src: netip.MustParseAddrPort("198.18.1.77:1"), dst: srv, seq: 1, ack: 1, ackFlag: true}.bytes(t)
+	stranger[20+12] = 0x20
+	run(t, e, stranger)
+	if got := e.RuleCounts()[RuleMode{"fixed", ModeObserve}]; got != (RuleCounts{RuleAdmitted: 1, RuleMalformed: 1}) {
+		t.Fatalf("fixed/observe %v, want one admitted and one malformed", got)
+	}
+	var n uint64
+	for i := range counterMalformed.Len() {
+		n += e.count(counterMalformed, i)
+	}
+	if n != 2 {
+		t.Fatalf("malformed counter %d, want 2", n)
+	}
+}

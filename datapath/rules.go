@@ -31,7 +31,7 @@ const (
 	RuleTCPMD5                     // admitted at its SYN but exempt: TCP-MD5 signs the numbers
 	RuleTCPAO                      // admitted at its SYN but exempt: TCP-AO signs the numbers
 	RuleRefused                    // not admitted: the flow table was full (flows.when_full decides)
-	RuleMalformed                  // a packet of one of its flows that could not be parsed or rewritten
+	RuleMalformed                  // a packet of one of its flows that could not be parsed or rewritten (rewrite.Endpoints names its flow)
 	NumRuleEvents
 )
 

@@ -148,7 +148,7 @@ var (
 		"TCP connections each rule matched, by mode (observe, active) and outcome (admitted at the SYN, picked_up mid-stream, tcp_md5 and tcp_ao: exempt because signed, refused: the flow table was full).",
 		"rule", "mode", "outcome")
 	descRuleMalformed = desc("rule_malformed_packets_total",
-		"Packets of a rule's flows that could not be rewritten, by rule and mode (packets that cannot be parsed at all are in malformed_packets_total only: they name no flow).",
+		"Packets of a rule's flows that could not be parsed or rewritten, by rule and mode (those whose addresses or ports cannot be read name no flow and are in malformed_packets_total only).",
 		"rule", "mode")
 	descFlowsActive = desc("flows_active",
 		"TCP connections currently tracked, by state.", "state")

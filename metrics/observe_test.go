@@ -31,7 +31,7 @@ seqshiftd_observed_packets_total{direction="s2c",rule="try"} 10
 seqshiftd_rule_connections_total{mode="active",outcome="admitted",rule="try"} 2
 seqshiftd_rule_connections_total{mode="observe",outcome="admitted",rule="try"} 7
 seqshiftd_rule_connections_total{mode="observe",outcome="refused",rule="try"} 1
-# HELP seqshiftd_rule_malformed_packets_total Packets of a rule's flows that could not be rewritten, by rule and mode (packets that cannot be parsed at all are in malformed_packets_total only: they name no flow).
+# HELP seqshiftd_rule_malformed_packets_total Packets of a rule's flows that could not be parsed or rewritten, by rule and mode (those whose addresses or ports cannot be read name no flow and are in malformed_packets_total only).
 # TYPE seqshiftd_rule_malformed_packets_total counter
 seqshiftd_rule_malformed_packets_total{mode="active",rule="try"} 4
 `
