@@ -6,8 +6,9 @@
 // a syscall; it never drops a packet it cannot parse unless the policy says so, and never
 // forwards a segment with no flow under a rule it cannot pick up mid-stream (a stateful ISN mode):
 // such a segment carries another gateway's (or an earlier run's) numbers or none at all, so it is
-// dropped and counted as no_state.
-// It never forwards a packet of a shifted flow that it could not shift, whatever the policy says.
+// dropped and counted as no_state (unless the rule observes: its connections are never shifted,
+// so their raw numbers are the right ones). It never forwards a packet of a shifted flow that it
+// could not shift, whatever the policy says, and never rewrites a byte of an observed flow.
 package datapath
 
 import (

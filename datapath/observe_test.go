@@ -2,10 +2,14 @@ package datapath
 
 import (
 	"bytes"
+	"fmt"
 	"net/netip"
+	"strings"
 	"testing"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/seqshiftd/seqshiftd/flowtable"
 	"github.com/seqshiftd/seqshiftd/policy"
@@ -270,5 +274,39 @@ func TestObserve_MalformedPacketsCountedForTheFlowsRule(t *testing.T) {
 	}
 	if n != 2 {
 		t.Fatalf("malformed counter %d, want 2", n)
+	}
+}
+
+// TestObserve_LogSaysWhichRulesObserveOncePerPolicy: at info, one line per policy naming the
+// observing rules (and one when none observes any more); each observed admission at debug.
+func TestObserve_LogSaysWhichRulesObserveOncePerPolicy(t *testing.T) {
+	core, logs := observer.New(zapcore.DebugLevel)
+	cfg, err := policy.Parse("observe.yaml", []byte(observeRules("true", "true", "false")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := New(newFakeDevice(false), flowtable.New(flowtable.Config{MaxFlows: 8}), &Policy{Config: cfg, Generation: 1}, zap.New(core))
+	srv := netip.AddrPortFrom(server4.Addr(), 5001)
+	through(t, e, segment{src: client4, dst: srv, seq: 1, syn: true})
+	live, err := policy.Parse("observe.yaml", []byte(observeRules("false", "false", "false")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.SetPolicy(&Policy{Config: live, Generation: 2})
+	e.SetPolicy(&Policy{Config: live, Generation: 3})
+
+	info := logs.FilterLevelExact(zapcore.InfoLevel).All()
+	if len(info) != 2 {
+		t.Fatalf("%d info lines, want 2: %v", len(info), info)
+	}
+	if got := info[0].ContextMap()["rules"]; fmt.Sprint(got) != "[fixed stateless]" {
+		t.Errorf("first info line names rules %v, want [fixed stateless]", got)
+	}
+	if !strings.Contains(info[1].Message, "no rule observes") || info[1].ContextMap()["generation"] != uint64(2) {
+		t.Errorf("second info line %q %v, want the end of observe at generation 2", info[1].Message, info[1].ContextMap())
+	}
+	debug := logs.FilterMessageSnippet("admitted under observe").All()
+	if len(debug) != 1 || debug[0].Level != zapcore.DebugLevel || debug[0].ContextMap()["rule"] != "fixed" {
+		t.Errorf("observed admission logged as %v, want one debug line for rule fixed", debug)
 	}
 }

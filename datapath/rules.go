@@ -192,9 +192,16 @@ func (e *Engine) install(p *Policy) {
 	if p.rules == nil {
 		p.rules = newRuleCounts(p.Config)
 	}
+	e.rules.mu.Lock()
+	wasObserving := e.rules.cur != nil && len(e.rules.cur.cfg.Observing()) > 0
+	e.rules.mu.Unlock()
 	e.rules.install(p.rules)
-	if names := p.Config.Observing(); len(names) > 0 {
+	switch names := p.Config.Observing(); {
+	case len(names) > 0:
 		e.log.Info("rules in observe mode: their connections are tracked and planned, never rewritten",
 			zap.Uint64("generation", p.Generation), zap.Bool("whole_policy", p.Config.Observe), zap.Strings("rules", names))
+	case wasObserving:
+		e.log.Info("no rule observes any more: new connections are rewritten; observed ones stay unshifted until they end",
+			zap.Uint64("generation", p.Generation))
 	}
 }
