@@ -143,6 +143,9 @@ func (c *Config) Summary() []string {
 		case r.Client.Stateless() && r.Server.Stateless():
 			b.WriteString(" (can pick up flows mid-stream)")
 		}
+		if c.Observes(r) {
+			b.WriteString("; OBSERVE: tracked and counted with the offsets it would give, nothing rewritten")
+		}
 		out = append(out, b.String())
 	}
 	return out

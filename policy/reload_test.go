@@ -113,12 +113,13 @@ rules:
   - name: pair
     client_isn: keyed
     server_isn: offset -5
+    observe: true
   - name: watch
     match: {server_ports: [22]}
 `)
 	want := []string{
 		"rule plc: match clients=198.18.1.0/24 servers=198.18.2.10/32 server_ports=502,20000-20010; client_isn: fixed 1000; server_isn: keep",
-		"rule pair: match any; client_isn: keyed; server_isn: offset -5 (can pick up flows mid-stream)",
+		"rule pair: match any; client_isn: keyed; server_isn: offset -5 (can pick up flows mid-stream); OBSERVE: tracked and counted with the offsets it would give, nothing rewritten",
 		"rule watch: match server_ports=22; client_isn: keep; server_isn: keep (tracked, not shifted)",
 	}
 	if got := cfg.Summary(); !slices.Equal(got, want) {
