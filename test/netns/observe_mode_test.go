@@ -1,7 +1,10 @@
 package netns_test
 
 import (
+	"errors"
 	"fmt"
+	"net/netip"
+	"os"
 	"strings"
 	"syscall"
 	"testing"
@@ -147,4 +150,67 @@ func containsAll(s string, subs ...string) bool {
 		}
 	}
 	return true
+}
+
+// TestObserve_CrashWithoutStateLosesNoObservedConnection: observed connections were never
+// shifted, so losing their state cannot break them. After SIGKILL and a lost state file, a
+// keyed (stateless) observed connection is taken up again as observed (TUN: picked up with its
+// would-be offsets; kernel: carried over from the programs' map, which holds no offsets) and a
+// random (stateful) one is passed, not dropped as no_state; both transfers complete and both
+// wires stay identical.
+func TestObserve_CrashWithoutStateLosesNoObservedConnection(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, netlab.Options{}, config{Offload: true, Rules: `
+  - name: keyed-trial
+    match: {server_ports: [7202]}
+    client_isn: keyed
+    server_isn: keyed
+    observe: true
+  - name: random-trial
+    match: {server_ports: [7203]}
+    client_isn: random
+    server_isn: random
+    observe: true`})
+	d := e.start()
+	cs := e.capture(t)
+	keyedSrv, randomSrv := e.listen(t, false, 7202, nil), e.listen(t, false, 7203, nil)
+	pk, pr := e.connect(t, keyedSrv, nil), e.connect(t, randomSrv, nil)
+	opts := streamOpts{C2S: 4 << 20, S2C: 4 << 20, Rate: 2 << 20, Timeout: 45 * time.Second}
+	doneK, doneR := startStream(pk, opts), startStream(pr, opts)
+	time.Sleep(500 * time.Millisecond)
+	before, ok := findFlow(e.flows(t), pk.client)
+	if !ok || before.Exempt != "observe" || before.OffsetC2S == 0 || before.OffsetS2C == 0 {
+		t.Fatalf("keyed observed flow before the crash: %+v (found %t)", before, ok)
+	}
+
+	if err := d.signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-d.exited
+	if err := os.Remove(e.dir + "/flows.state"); err != nil && !errors.Is(err, os.ErrNotExist) {
+		t.Fatal(err)
+	}
+	e.start()
+	for name, done := range map[string]<-chan error{"keyed": doneK, "random": doneR} {
+		if err := <-done; err != nil {
+			t.Errorf("%s observed transfer across a crash without state: %v", name, err)
+		}
+	}
+	after, ok := findFlow(e.flows(t), pk.client)
+	if !ok || after.Exempt != "observe" {
+		t.Fatalf("keyed observed flow after the restart: %+v (found %t), want exempt observe", after, ok)
+	}
+	if datapath() == "tun" && (after.OffsetC2S != before.OffsetC2S || after.OffsetS2C != before.OffsetS2C) {
+		t.Errorf("picked up with offsets %d/%d, want the would-be %d/%d", after.OffsetC2S, after.OffsetS2C, before.OffsetC2S, before.OffsetS2C)
+	}
+	if st, _ := e.status(t); st.Counters["dropped_no_state"] != 0 {
+		t.Errorf("dropped_no_state = %d: segments of an observed connection were dropped", st.Counters["dropped_no_state"])
+	}
+	r := cs.verify(t)
+	for _, client := range []netip.AddrPort{pk.client, pr.client} {
+		c := connectionOf(t, r, client)
+		if c.ClientToServer.Offset != 0 || c.ServerToClient.Offset != 0 {
+			t.Errorf("%s: verify measured offsets %+d/%+d, want 0/0", client, c.ClientToServer.Offset, c.ServerToClient.Offset)
+		}
+	}
 }
