@@ -60,21 +60,28 @@ var seqshiftdName = regexp.MustCompile(`\bseqshiftd_[a-z0-9_]+\b`)
 // namesIn returns the seqshiftd_ metric names a PromQL expression (or any text) mentions.
 func namesIn(s string) []string { return seqshiftdName.FindAllString(s, -1) }
 
-// liveScrape starts a daemon with metrics and one rewritten connection, so that the
-// per-rule series exist too, and returns its exposition.
+// liveScrape starts a daemon with metrics, one rewritten connection and one observed one, so
+// that the per-rule series exist too, and returns its exposition.
 func liveScrape(t *testing.T) []byte {
 	const addr = "127.0.0.1:9617"
 	rules := `
   - name: measured
     match: {server_ports: [7111]}
     client_isn: fixed 1000
-    server_isn: random`
+    server_isn: random
+  - name: watched
+    match: {server_ports: [7112]}
+    client_isn: random
+    server_isn: random
+    observe: true`
 	e := newEnv(t, netlab.Options{}, config{Offload: true, Metrics: addr, Rules: rules})
 	e.start()
-	srv := e.listen(t, false, 7111, nil)
-	p := e.connect(t, srv, nil)
-	if err := stream(p, streamOpts{C2S: 64 << 10, S2C: 64 << 10}); err != nil {
-		t.Fatal(err)
+	for _, port := range []uint16{7111, 7112} {
+		srv := e.listen(t, false, port, nil)
+		p := e.connect(t, srv, nil)
+		if err := stream(p, streamOpts{C2S: 64 << 10, S2C: 64 << 10}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	// Let the first periodic snapshot (snapshot_interval: 1s) be written.
 	time.Sleep(1500 * time.Millisecond)
