@@ -220,6 +220,14 @@ func (e *Engine) handleTCP(c *Counters, pol *Policy, pkt []byte, p *rewrite.Pack
 			return true
 		}
 	}
+	if meta.Hook != 0 && !facing(f, dir, meta.Hook) {
+		// Caught on its way through the server-facing side of the gateway (an intercept entry
+		// there serves connections opened from that side): not this hook's to shift, count or
+		// publish. It goes on, and is handled where it crosses its own client-facing interface;
+		// publishing from here would give the map the wrong interface.
+		c.passed(PassOtherHook)
+		return true
+	}
 	if e.kernel != nil && f.KernelMode() == flowtable.KernelShift {
 		// The kernel shifted this flow's data and learned its window meanwhile; the segment
 		// now in hand (a FIN, an RST, a SYN) is judged against what it learned.
@@ -400,6 +408,18 @@ func (e *Engine) admit(c *Counters, pol *Policy, client, server netip.AddrPort, 
 	return f, true
 }
 
+// facing reports whether a segment of f travelling in dir, caught by the kernel datapath at
+// hook, was caught at f's client-facing interface: arriving on it from the client, or leaving
+// it toward the client. A connection opened from the far side sits there with its roles the
+// other way round (kernelKey).
+func facing(f *flowtable.Flow, dir flowtable.Dir, hook tcshift.Hook) bool {
+	fromClient := dir == flowtable.ClientToServer
+	if f.Exempt() == flowtable.ExemptServerOpened {
+		fromClient = !fromClient
+	}
+	return (hook == tcshift.HookIngress) == fromClient
+}
+
 // adopt picks up, mid-stream, a connection whose SYN was never seen (a restart without a
 // snapshot, a second gateway taking over). Only rules whose both sides are stateless can do so:
 // their offsets do not depend on an ISN this gateway never saw. With no flow, stateful reports
@@ -416,11 +436,18 @@ func (e *Engine) adopt(c *Counters, pol *Policy, p *rewrite.Packet, src, dst net
 	var client, server netip.AddrPort
 	var rule *policy.Rule
 	switch hook {
-	case tcshift.HookIngress:
+	case tcshift.HookIngress, tcshift.HookEgress:
+		// The hook gives the roles, if this is the segment's client-facing interface. A
+		// segment caught at the server-facing side looks like one of a connection opened from
+		// there; the rules tell them apart as for the TUN datapath (pickUpRoles): when they
+		// prefer the other orientation, the segment is left to the other interface.
 		client, server = src, dst
-		rule = pol.Config.Match(client.Addr(), server.Addr(), server.Port())
-	case tcshift.HookEgress:
-		client, server = dst, src
+		if hook == tcshift.HookEgress {
+			client, server = dst, src
+		}
+		if c, _, r := pickUpRoles(pol.Config, src, dst); r == nil || c != client {
+			return nil, 0, false
+		}
 		rule = pol.Config.Match(client.Addr(), server.Addr(), server.Port())
 	default:
 		client, server, rule = pickUpRoles(pol.Config, src, dst)

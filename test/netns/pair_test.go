@@ -289,7 +289,9 @@ func TestPair_KeyedFlowSurvivesFailoverAndPreemption(t *testing.T) {
 		tookOver := gp.waitMaster(t, p.B)
 		bBefore := rewritten(t, b)
 		if !rewroteBoth(t, b, 50, 30*time.Second) {
-			t.Fatal("B rewrote no data both ways within 30s of the failover")
+			st, _ := b.cli("status")
+			fl, _ := b.cli("flows")
+			t.Fatalf("B rewrote no data both ways within 30s of the failover\nB's status:\n%s\nB's flows:\n%s", st, fl)
 		}
 		picked, ok := findFlow(b.flows(t), conn.client)
 		if !ok || picked.OffsetC2S != offC2S || picked.OffsetS2C != offS2C {
