@@ -50,10 +50,13 @@ type Status struct {
 	SteeringDetail  string    `json:"steering_detail,omitempty"`
 	// Datapath is where established flows are shifted: "kernel" or "tun"; DatapathDetail says
 	// why the TUN runs when the file asked for auto and the kernel datapath was not available.
-	Datapath       string            `json:"datapath"`
-	DatapathDetail string            `json:"datapath_detail,omitempty"`
-	FlowsActive    int               `json:"flows_active"`
-	FlowsByState   map[string]int    `json:"flows_by_state,omitempty"`
+	Datapath       string         `json:"datapath"`
+	DatapathDetail string         `json:"datapath_detail,omitempty"`
+	FlowsActive    int            `json:"flows_active"`
+	FlowsByState   map[string]int `json:"flows_by_state,omitempty"`
+	// FlowsUnassured counts live flows of which one side has not yet had anything acknowledged
+	// by the other outside a SYN (conntrack's ASSURED): the ones evicted first.
+	FlowsUnassured int               `json:"flows_unassured"`
 	Counters       map[string]uint64 `json:"counters"`
 }
 
@@ -73,6 +76,9 @@ type FlowInfo struct {
 	ShiftC2S int32  `json:"shift_c2s"`
 	ShiftS2C int32  `json:"shift_s2c"`
 	Exempt   string `json:"exempt"`
+	// Assured: each side has had something acknowledged by the other outside a SYN; until then
+	// the flow is evicted first and times out at flows.timeouts.unassured.
+	Assured bool `json:"assured"`
 	// Where the flow's established segments are shifted now: "kernel" (the tc programs),
 	// "daemon" (its handshake or close: every segment crosses the daemon) or "" (TUN datapath).
 	ShiftedIn   string  `json:"shifted_in,omitempty"`

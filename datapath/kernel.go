@@ -211,7 +211,9 @@ type kernelSync struct {
 }
 
 // fold adds the kernel's counts of v not yet in f to f.
-func (s *kernelSync) fold(f *flowtable.Flow, v *tcshift.FlowValue) {
+//
+// It reports whether the map has counted any packet from the flow's server.
+func (s *kernelSync) fold(f *flowtable.Flow, v *tcshift.FlowValue) (fromServer bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.folded == nil {
@@ -233,6 +235,7 @@ func (s *kernelSync) fold(f *flowtable.Flow, v *tcshift.FlowValue) {
 		}
 	}
 	s.folded[f] = now
+	return now[flowtable.ServerToClient].Packets > 0
 }
 
 func (s *kernelSync) forget(f *flowtable.Flow) {
@@ -283,7 +286,14 @@ func (e *Engine) Sync() (SyncStats, error) {
 			orphans = append(orphans, k)
 			return true
 		}
-		e.sync.fold(f, v)
+		if e.sync.fold(f, v) && f.KernelMode() == flowtable.KernelShift && f.Exempt() == flowtable.ExemptNone {
+			// The programs forwarded segments from the server of a synchronised flow: a server
+			// sends anything but SYN-ACKs and RSTs only on a connection it holds, each one
+			// acknowledging the client (the client's side of the handshake, its ACK of the
+			// SYN-ACK, was judged by the daemon). Without this a flow shifted in the kernel
+			// never became assured: evicted first, expired at the unassured timeout.
+			f.AckedInKernel(flowtable.ClientToServer)
+		}
 		if v.LastSeen != 0 {
 			f.Touch(bootToUnix(v.LastSeen, nowBoot, now))
 		}

@@ -289,6 +289,24 @@ func (f *Flow) SetWindow(d Dir, s tcpwindow.Side) { f.x.win.Store(int(d&1), s) }
 // SYN, so that the flow counts as established for eviction and timeouts.
 func (f *Flow) Assured() bool { return f.state.Load()&stAssured != 0 }
 
+// AckedInKernel records that direction d's side has had something acknowledged by the other
+// in segments the kernel datapath forwarded without showing them to the tracker, and makes the
+// flow assured if the other side already was. Not for exempt flows (never shifted, no window).
+func (f *Flow) AckedInKernel(d Dir) {
+	f.x.win.MarkAcked(int(d & 1))
+	for {
+		old := f.state.Load()
+		st := State(old & stMask)
+		if old&(stDead|stAssured) != 0 || st == StateSynSent || st == StateSynRecv || !f.x.win.Assured() {
+			return
+		}
+		if f.state.CompareAndSwap(old, old|stAssured) {
+			f.x.t.shardOf(f.hash).unassured.Add(-1)
+			return
+		}
+	}
+}
+
 // account counts one packet of direction d and refreshes the last-seen time.
 func (f *Flow) account(d Dir, payloadLen int) {
 	f.count(d, payloadLen)

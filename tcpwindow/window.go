@@ -147,6 +147,11 @@ func (c *Conn) Load(d int) Side { return c.side[d&1].load() }
 // datapath learned. Not for use while segments of the flow are being tracked.
 func (c *Conn) Store(d int, s Side) { c.side[d&1].store(s) }
 
+// MarkAcked sets FlagAcked on direction d's side (0 or 1), atomically: for an acknowledgement
+// the tracker did not see itself, such as one the kernel datapath forwarded (see
+// flowtable.Flow.AckedInKernel).
+func (c *Conn) MarkAcked(d int) { c.side[d&1].meta.Or(uint32(FlagAcked) << 8) }
+
 // Assured reports whether each side has had something acknowledged by the other in a segment
 // that was not a SYN (conntrack's ASSURED, see FlagAcked).
 func (c *Conn) Assured() bool {

@@ -75,6 +75,7 @@ func (d *daemon) Status() control.Status {
 		DatapathDetail:  d.datapathWhy,
 		FlowsActive:     st.Active,
 		FlowsByState:    byState,
+		FlowsUnassured:  st.Unassured,
 		Counters:        counters,
 	}
 }
@@ -116,6 +117,7 @@ func flowInfo(f *flowtable.Flow, now time.Time) control.FlowInfo {
 		OffsetC2S:   uint32(f.Offset(flowtable.ClientToServer)),
 		OffsetS2C:   uint32(f.Offset(flowtable.ServerToClient)),
 		Exempt:      exempt,
+		Assured:     f.Assured(),
 		ShiftedIn:   shiftedIn,
 		PacketsC2S:  c2s.Packets,
 		BytesC2S:    c2s.Bytes,
