@@ -293,6 +293,9 @@ func (f *Flow) Assured() bool { return f.state.Load()&stAssured != 0 }
 // in segments the kernel datapath forwarded without showing them to the tracker, and makes the
 // flow assured if the other side already was. Not for exempt flows (never shifted, no window).
 func (f *Flow) AckedInKernel(d Dir) {
+	if st := f.State(); st == StateSynSent || st == StateSynRecv {
+		return // the programs shift synchronised flows only: a report now is a stale one
+	}
 	f.x.win.MarkAcked(int(d & 1))
 	for {
 		old := f.state.Load()

@@ -463,6 +463,13 @@ func (r *snapReader) record() (pending, error) {
 		word |= stAssured
 	}
 	for d := range win {
+		// The edges are as old as the snapshot, and the connection went on meanwhile (a
+		// crash costs up to snapshot_interval plus the downtime): judged strictly, its next
+		// segments would all be "ahead" and dropped. Restored sides are judged as a pick-up's
+		// are, taking a plausible segment beyond them as the new edge (tcpwindow.FlagLiberal).
+		if win[d].Seen() {
+			win[d].Flags |= tcpwindow.FlagLiberal
+		}
 		f.x.win.Store(d, win[d])
 	}
 	if rev {
