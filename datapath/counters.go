@@ -111,6 +111,11 @@ var (
 		Help:   "TCP connections picked up mid-stream under a stateless rule (their SYN was never seen).",
 		Status: "flows_adopted",
 	}
+	counterUnshifted = &counter.Desc{
+		Name:   "flows_adopted_unshifted_total",
+		Help:   "Connections picked up mid-stream that the other side's first acknowledgement showed had been forwarded unshifted (refused while the table was full, opened before their rule): their offsets are zero from then on.",
+		Status: "flows_adopted_unshifted",
+	}
 	counterRestarted = &counter.Desc{
 		Name:   "flows_restarted_total",
 		Help:   "Tracked connections replaced by a new connection on the same tuple whose SYN-ACK showed the server had accepted it.",
@@ -137,7 +142,7 @@ var (
 
 	table = counter.NewTable(counterRewrittenPackets, counterRewrittenBytes, counterICMPTranslated,
 		counterPassed, counterDropped, counterMalformed, counterExempt, counterRefused, counterAdopted,
-		counterRestarted, counterVerdicts, counterKernel, counterErrors)
+		counterUnshifted, counterRestarted, counterVerdicts, counterKernel, counterErrors)
 )
 
 // KernelOp indexes counterKernel.

@@ -228,6 +228,14 @@ func (e *Engine) handleTCP(c *Counters, pol *Policy, pkt []byte, p *rewrite.Pack
 		c.passed(PassOtherHook)
 		return true
 	}
+	if f.Unconfirmed() && p.Flags&rewrite.FlagACK != 0 && p.Flags&rewrite.FlagRST == 0 {
+		// A picked-up flow: the first acknowledgement from the other side says whether the
+		// connection was being shifted at all (Flow.Confirm). Until then the kernel datapath
+		// leaves its segments to the daemon (kernelModeFor).
+		if _, unshifted := f.Confirm(dir, p.Ack); unshifted {
+			c.inc(counterUnshifted)
+		}
+	}
 	if e.kernel != nil && f.KernelMode() == flowtable.KernelShift {
 		// The kernel shifted this flow's data and learned its window meanwhile; the segment
 		// now in hand (a FIN, an RST, a SYN) is judged against what it learned.
@@ -489,13 +497,28 @@ func (e *Engine) adopt(c *Counters, pol *Policy, p *rewrite.Packet, src, dst net
 	if src != client {
 		dir = flowtable.ServerToClient
 	}
+	// Nothing yet says the connection was ever shifted: it is shifted as the rule says, and
+	// the other side's first acknowledgement confirms that, or shows it was forwarded
+	// unshifted all along (refused while the table was full, opened before its rule), and
+	// then it stays unshifted.
+	f.Probe(dir, p.Seq)
 	return f, dir, false
 }
 
-// pickUpRoles guesses which end of a connection seen mid-stream is the client. A rule that
-// matches only one orientation decides; when both match, the end with the lower port is taken
-// as the server, as services listen on low ports and clients use ephemeral ones.
+// pickUpRoles guesses which end of a connection seen mid-stream is the client. The intercepts
+// decide first: what is steered travels toward one of their `to` prefixes, so when only one end
+// lies in those prefixes it is the server side, and the other end the client, whatever the
+// ports say (a connection its server side opened toward a client's port, with only the client
+// side intercepted, is then never taken for one of the rule's). Otherwise a rule that matches
+// only one orientation decides; when both match, the end with the lower port is taken as the
+// server, as services listen on low ports and clients use ephemeral ones.
 func pickUpRoles(cfg *policy.Config, src, dst netip.AddrPort) (client, server netip.AddrPort, rule *policy.Rule) {
+	switch srcTo, dstTo := interceptTarget(cfg, src.Addr()), interceptTarget(cfg, dst.Addr()); {
+	case dstTo && !srcTo:
+		return src, dst, cfg.Match(src.Addr(), dst.Addr(), dst.Port())
+	case srcTo && !dstTo:
+		return dst, src, cfg.Match(dst.Addr(), src.Addr(), src.Port())
+	}
 	fwd := cfg.Match(src.Addr(), dst.Addr(), dst.Port())
 	rev := cfg.Match(dst.Addr(), src.Addr(), src.Port())
 	switch {
@@ -505,6 +528,19 @@ func pickUpRoles(cfg *policy.Config, src, dst netip.AddrPort) (client, server ne
 		return dst, src, rev
 	}
 	return src, dst, nil
+}
+
+// interceptTarget reports whether a lies in one of the intercepts' `to` prefixes.
+func interceptTarget(cfg *policy.Config, a netip.Addr) bool {
+	a = a.Unmap()
+	for _, ic := range cfg.Intercept {
+		for _, p := range ic.To {
+			if p.Contains(a) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // handleICMP translates the sequence numbers an ICMP error quotes back into the space of the

@@ -38,6 +38,9 @@ type Kernel interface {
 // daemon's back. A flow's offsets are final by then (the server's ISN is known once the
 // handshake completes).
 func kernelModeFor(f *flowtable.Flow) flowtable.KernelMode {
+	if f.Unconfirmed() {
+		return flowtable.KernelDaemon // a pick-up: the daemon must see the other side's answer
+	}
 	switch f.State() {
 	case flowtable.StateEstablished, flowtable.StateFinWait, flowtable.StateCloseWait:
 		return flowtable.KernelShift
@@ -212,8 +215,8 @@ type kernelSync struct {
 
 // fold adds the kernel's counts of v not yet in f to f.
 //
-// It reports whether the map has counted any packet from the flow's server.
-func (s *kernelSync) fold(f *flowtable.Flow, v *tcshift.FlowValue) (fromServer bool) {
+// It reports whether the map has counted any packet from the flow's client, and from its server.
+func (s *kernelSync) fold(f *flowtable.Flow, v *tcshift.FlowValue) (fromClient, fromServer bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.folded == nil {
@@ -235,7 +238,7 @@ func (s *kernelSync) fold(f *flowtable.Flow, v *tcshift.FlowValue) (fromServer b
 		}
 	}
 	s.folded[f] = now
-	return now[flowtable.ServerToClient].Packets > 0
+	return now[flowtable.ClientToServer].Packets > 0, now[flowtable.ServerToClient].Packets > 0
 }
 
 func (s *kernelSync) forget(f *flowtable.Flow) {
@@ -286,13 +289,18 @@ func (e *Engine) Sync() (SyncStats, error) {
 			orphans = append(orphans, k)
 			return true
 		}
-		if e.sync.fold(f, v) && f.KernelMode() == flowtable.KernelShift && f.Exempt() == flowtable.ExemptNone {
+		if fromClient, fromServer := e.sync.fold(f, v); fromServer && f.KernelMode() == flowtable.KernelShift && f.Exempt() == flowtable.ExemptNone {
 			// The programs forwarded segments from the server of a synchronised flow: a server
 			// sends anything but SYN-ACKs and RSTs only on a connection it holds, each one
 			// acknowledging the client (the client's side of the handshake, its ACK of the
-			// SYN-ACK, was judged by the daemon). Without this a flow shifted in the kernel
-			// never became assured: evicted first, expired at the unassured timeout.
+			// SYN-ACK, was judged by the daemon; for a pick-up, the client's segments the
+			// programs forwarded after the server's acknowledge it in turn). Without this a
+			// flow shifted in the kernel never became assured: evicted first, expired at the
+			// unassured timeout. A blind sender's junk gets no segment from the server.
 			f.AckedInKernel(flowtable.ClientToServer)
+			if fromClient {
+				f.AckedInKernel(flowtable.ServerToClient)
+			}
 		}
 		if v.LastSeen != 0 {
 			f.Touch(bootToUnix(v.LastSeen, nowBoot, now))

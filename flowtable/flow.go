@@ -44,7 +44,7 @@ type flowExt struct {
 	win    tcpwindow.Conn // 32 bytes: the kernel map's per-direction window records
 	t      *Table         // for the coarse clock and the state gauges
 	synEnd atomic.Uint32  // seq+1 of the last client SYN passed as SYNOnLive (stSYNPending)
-	_      [4]byte
+	probe  atomic.Uint32  // sequence number of a pick-up's first segment (stUnconfirmed)
 }
 
 // flowAlloc is the one object a flow is allocated as.
@@ -88,7 +88,12 @@ const (
 	// so that a SYN-ACK acknowledging exactly it is recognised as a restart.
 	stSYNPending = 1 << 9
 	// bits 10-11: the KernelMode the datapath last published for the flow (kernel.go)
-	stKeep = stClaimed | stResolved | stDead | stAssured | stSYNPending | stKernelMask
+	// stUnconfirmed: picked up mid-stream, and the other side has not yet shown in which
+	// sequence space it is (see Flow.Confirm); flowExt.probe and stProbeDir hold the first
+	// segment's number and direction.
+	stUnconfirmed = 1 << 12
+	stProbeDir    = 1 << 13
+	stKeep        = stClaimed | stResolved | stDead | stAssured | stSYNPending | stKernelMask | stUnconfirmed | stProbeDir
 )
 
 // Bits of Flow.bits, fixed at creation.
@@ -308,6 +313,68 @@ func (f *Flow) AckedInKernel(d Dir) {
 			return
 		}
 	}
+}
+
+// Unconfirmed reports whether the flow was picked up mid-stream and is still waiting for the
+// other side to show whether the connection was being shifted (Confirm).
+func (f *Flow) Unconfirmed() bool { return f.state.Load()&stUnconfirmed != 0 }
+
+// Probe marks a flow just picked up from a segment travelling d with sequence number seq (as
+// its sender wrote it): until Confirm hears from the other side, nothing says that the
+// connection was ever shifted. It may have been forwarded unshifted all along — refused while
+// the table was full, or opened before its rule existed — and shifting it now would break it.
+func (f *Flow) Probe(d Dir, seq uint32) {
+	f.x.probe.Store(seq)
+	for {
+		old := f.state.Load()
+		next := old&^stProbeDir | stUnconfirmed
+		if d&1 == ServerToClient {
+			next |= stProbeDir
+		}
+		if old&stDead != 0 || f.state.CompareAndSwap(old, next) {
+			return
+		}
+	}
+}
+
+// Confirm decides an unconfirmed flow from a segment travelling d with acknowledgement number
+// ack (as its sender wrote it, before any shift). A segment the probe's way decides nothing.
+// One the other way acknowledges the probe's sender as the acker has been seeing it: near the
+// probe's number plus that direction's offset if the connection was being shifted, near the
+// probe's number itself if it was forwarded unshifted. In the second case the flow's offsets
+// become zero and its window records are forgotten (they were read through the wrong offsets),
+// so it is forwarded untouched from now on, as it always was; unshifted reports that.
+// It returns whether the flow is (now) confirmed either way.
+func (f *Flow) Confirm(d Dir, ack uint32) (confirmed, unshifted bool) {
+	old := f.state.Load()
+	if old&stUnconfirmed == 0 {
+		return true, false
+	}
+	pd := ClientToServer
+	if old&stProbeDir != 0 {
+		pd = ServerToClient
+	}
+	if d&1 == pd {
+		return false, false
+	}
+	seq := f.x.probe.Load()
+	dist := func(a, b uint32) uint32 {
+		if x := a - b; x < 1<<31 {
+			return x
+		}
+		return b - a
+	}
+	unshifted = dist(ack, seq) < dist(ack, seq+uint32(f.Offset(pd)))
+	if !f.state.CompareAndSwap(old, old&^(stUnconfirmed|stProbeDir)) {
+		return !f.Unconfirmed(), false // another segment decided it meanwhile
+	}
+	if unshifted {
+		f.off[ClientToServer].Store(0)
+		f.off[ServerToClient].Store(0)
+		f.x.win.Store(0, tcpwindow.Side{})
+		f.x.win.Store(1, tcpwindow.Side{})
+	}
+	return true, unshifted
 }
 
 // account counts one packet of direction d and refreshes the last-seen time.

@@ -445,3 +445,52 @@ func TestAckedInKernel_AssuresOnlyAFlowWhoseClientAckedTheServer(t *testing.T) {
 		t.Fatalf("unassured gauge %d after a second report", tab.Stats().Unassured)
 	}
 }
+
+// TestConfirm_APickUpOfAConnectionForwardedUnshiftedStaysUnshifted: a flow picked up from a
+// client segment is confirmed by the server's first acknowledgement. Acknowledging the client's
+// number plus the offset means the connection was being shifted (offsets kept); acknowledging
+// the raw number means it was forwarded unshifted all along (offsets zeroed). A segment the
+// probe's own way decides nothing.
+func TestConfirm_APickUpOfAConnectionForwardedUnshiftedStaysUnshifted(t *testing.T) {
+	const seq uint32 = 0xfffffff0 // wraps: distances are taken modulo 2^32
+	for _, tc := range []struct {
+		name      string
+		ack       uint32 // as the server sends it
+		unshifted bool
+	}{
+		{"shifted: the server acks the shifted number", wrapAdd(seq, 1000+20), false},
+		{"unshifted: the server acks the raw number", wrapAdd(seq, 20), true},
+		{"unshifted: the server lags behind the raw number", seq - 3000, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tab, _, _ := newTestTable(t, Config{MaxFlows: 8})
+			f, err := tab.Adopt(ap("198.18.0.1:40000"), ap("198.19.0.1:443"), Init{ClientOffset: 1000, Server: ServerPlan{Value: 2000000}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ok, _ := f.Confirm(c2s, 1); !ok || f.Unconfirmed() {
+				t.Fatal("a flow never probed is not confirmed")
+			}
+			f.Probe(c2s, seq)
+			if ok, _ := f.Confirm(c2s, 12345); ok || !f.Unconfirmed() {
+				t.Fatal("a segment the probe's way confirmed the flow")
+			}
+			ok, unshifted := f.Confirm(s2c, tc.ack)
+			if !ok || f.Unconfirmed() || unshifted != tc.unshifted {
+				t.Fatalf("Confirm = %v, %v (unconfirmed %v), want confirmed, unshifted %v", ok, unshifted, f.Unconfirmed(), tc.unshifted)
+			}
+			want := [2]seqnum.Delta{1000, 2000000}
+			if tc.unshifted {
+				want = [2]seqnum.Delta{}
+			}
+			if got := f.Offsets(); got != want {
+				t.Errorf("offsets %v, want %v", got, want)
+			}
+			if ok, u := f.Confirm(s2c, seq); !ok || u {
+				t.Error("a confirmed flow was decided again")
+			}
+		})
+	}
+}
+
+func wrapAdd(a uint32, b int64) uint32 { return a + uint32(b) }
