@@ -8,7 +8,15 @@
 //
 // ICMP is steered too because an error about a rewritten connection (fragmentation needed,
 // packet too big, unreachable) quotes its TCP header with shifted sequence numbers, which must
-// be translated back before the host receives it. Table TABLE holds, per address family:
+// be translated back before the host receives it. That includes the errors this host itself
+// sends, e.g. a fragmentation-needed when its own outgoing link is the narrowest of the path:
+// they quote the packet as it was forwarded out of the TUN, in the other side's sequence
+// space, and are steered by one more rule per prefix, for locally generated ICMP:
+//
+//	ip rule add iif lo to PREFIX ipproto icmp         ...   (ipv6-icmp for IPv6 prefixes)
+//
+// They then come back from the TUN with this host's own source address, which is why the TUN
+// accepts local sources (accept_local). Table TABLE holds, per address family:
 //
 //	default dev TUN metric 1          proto X
 //	blackhole default metric 2^31-1   proto X
@@ -167,9 +175,13 @@ func (c Config) plan() (*plan, error) {
 				fam, icmp = netlink.FAMILY_V6, unix.IPPROTO_ICMPV6
 			}
 			p.families[fam] = true
-			for _, proto := range []int{unix.IPPROTO_TCP, icmp} {
+			rules := []struct {
+				iif   string
+				proto int
+			}{{ic.Iface, unix.IPPROTO_TCP}, {ic.Iface, icmp}, {localIif, icmp}}
+			for _, rr := range rules {
 				r := netlink.NewRule()
-				r.Family, r.IifName, r.IPProto = fam, ic.Iface, proto
+				r.Family, r.IifName, r.IPProto = fam, rr.iif, rr.proto
 				r.Dst = &net.IPNet{IP: pfx.Addr().AsSlice(), Mask: net.CIDRMask(pfx.Bits(), pfx.Addr().BitLen())}
 				r.Table, r.Priority, r.Protocol = id.table, id.priority, uint8(id.protocol)
 				if k := ruleKey(r); !seen[k] {
@@ -181,6 +193,9 @@ func (c Config) plan() (*plan, error) {
 	}
 	return p, nil
 }
+
+// localIif is the input interface policy routing gives packets this host originates.
+const localIif = "lo"
 
 // ruleKey identifies a rule by what seqshiftd sets; rules carrying any other selector or
 // action get a key no wanted rule has, so a tampered leftover is replaced, not trusted.

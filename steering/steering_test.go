@@ -177,6 +177,9 @@ func TestInstall_RulesRoutesAndSysctls(t *testing.T) {
 		"ic0 198.18.0.0/24 tcp", "ic0 198.18.0.0/24 icmp", "ic0 2001:2:0:1::/64 tcp", "ic0 2001:2:0:1::/64 ipv6-icmp",
 		"ic1 198.18.1.0/24 tcp", "ic1 198.18.1.0/24 icmp", "ic1 2001:2:0:2::/64 tcp", "ic1 2001:2:0:2::/64 ipv6-icmp",
 		"ic9 198.19.0.0/16 tcp", "ic9 198.19.0.0/16 icmp",
+		// The host's own ICMP errors toward every intercepted prefix, to be translated too.
+		"lo 198.18.0.0/24 icmp", "lo 2001:2:0:1::/64 ipv6-icmp", "lo 198.18.1.0/24 icmp",
+		"lo 2001:2:0:2::/64 ipv6-icmp", "lo 198.19.0.0/16 icmp",
 	}
 	slices.Sort(got)
 	slices.Sort(want)
@@ -193,6 +196,7 @@ func TestInstall_RulesRoutesAndSysctls(t *testing.T) {
 		"5813: from all to 198.18.0.0/24 iif ic0 ipproto tcp lookup 5813 proto 213",
 		"5813: from all to 198.18.0.0/24 iif ic0 ipproto icmp lookup 5813 proto 213",
 		"5813: from all to 198.19.0.0/16 iif ic9 [detached] ipproto tcp lookup 5813 proto 213",
+		"5813: from all to 198.18.1.0/24 iif lo ipproto icmp lookup 5813 proto 213",
 	} {
 		if !slices.Contains(lines(rules4), l) {
 			t.Errorf("ip rule lacks %q:\n%s", l, rules4)
@@ -232,6 +236,10 @@ func TestInstall_RulesRoutesAndSysctls(t *testing.T) {
 	wantChange := SysctlChange{Key: "net.ipv4.conf.sst0.rp_filter", Old: "1", New: "0"}
 	if !slices.Contains(rep.Sysctls, wantChange) {
 		t.Errorf("report sysctls %v lack %v", rep.Sysctls, wantChange)
+	}
+	// The host's own ICMP errors come back from the TUN with its own address as the source.
+	if v := sysctl(t, "net/ipv4/conf/sst0/accept_local"); v != "1" {
+		t.Errorf("sst0 accept_local = %s, want 1", v)
 	}
 	for _, w := range []string{"net.ipv4.conf.all.rp_filter=1", "net.ipv4.ip_forward=0", "net.ipv6.conf.all.forwarding=0", "ic9 does not exist"} {
 		if !slices.ContainsFunc(rep.Warnings, func(s string) bool { return strings.Contains(s, w) }) {
@@ -377,8 +385,8 @@ func TestInstall_FailClosedWhenTunVanishes(t *testing.T) {
 		t.Errorf("Installed = %v, %v without the TUN", ok, err)
 	}
 	// The rules stay, so steered traffic keeps hitting the blackhole.
-	if n := strings.Count(ip(t, "rule", "show"), "lookup 5813 proto 213"); n != 4 {
-		t.Errorf("%d IPv4 rules left after the TUN vanished, want 4", n)
+	if n := strings.Count(ip(t, "rule", "show"), "lookup 5813 proto 213"); n != 6 {
+		t.Errorf("%d IPv4 rules left after the TUN vanished, want 6 (tcp, icmp and the host's own icmp, per prefix)", n)
 	}
 }
 

@@ -22,8 +22,11 @@ import (
 //   - disable_ipv6 0 on the TUN when IPv6 is intercepted: ipv6_rcv drops every packet arriving
 //     on an interface with IPv6 disabled.
 //
-// accept_local is not needed: what comes back from the TUN has the peers' addresses, never
-// the gateway's own. IPv6 DAD, router solicitations and MLD on the TUN are silenced when
+//   - accept_local 1 on the TUN (IPv4): the ICMP errors this host sends about intercepted
+//     connections are steered through the TUN too (see the package comment) and come back
+//     with one of its own addresses as the source, which IPv4 otherwise drops as martian.
+//
+// IPv6 DAD, router solicitations and MLD on the TUN are silenced when
 // package tun creates it (no link-local address), so nothing here.
 func (rep *Report) tuneSysctls(p *plan) error {
 	v4, v6 := p.families[netlink.FAMILY_V4], p.families[netlink.FAMILY_V6]
@@ -37,6 +40,11 @@ func (rep *Report) tuneSysctls(p *plan) error {
 		rep.warn("net.ipv4.ip_forward=%s: intercepted IPv4 traffic is not forwarded at all; set it to 1", fwd)
 	} else if v4 {
 		if err := rep.set(confPath(4, p.tun, "forwarding"), "1"); err != nil {
+			return err
+		}
+	}
+	if v4 {
+		if err := rep.set(confPath(4, p.tun, "accept_local"), "1"); err != nil {
 			return err
 		}
 	}

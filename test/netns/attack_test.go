@@ -649,8 +649,6 @@ func TestSimultaneousOpen_ThroughTheGateway(t *testing.T) {
 // gateway's own ICMP error never crossed the datapath and quoted the server's sequence space:
 // Linux ignored it (out of window) and the transfer stalled.
 func TestPMTU_TheGatewaysOwnLinkIsTheBottleneck(t *testing.T) {
-	knownBug(t, "tun", "the gateway's own fragmentation-needed / packet-too-big is generated after the TUN, "+
-		"quotes the server's sequence space and never crosses the daemon: the client ignores it and the transfer stalls")
 	t.Parallel()
 	e := newEnv(t, netlab.Options{}, config{Offload: true, Rules: `
   - name: pmtu
