@@ -16,9 +16,11 @@ import (
 //     every one of them. The kernel applies max(conf.all, conf.TUN), so all=1 still makes it
 //     strict: that is reported, not changed, as it protects every other interface too. Loose
 //     mode (2) passes, the source being reachable somewhere.
+//
 //   - forwarding 1 on the TUN (IPv4): a packet is forwarded only if its input interface
 //     forwards, and the written-back packets' input interface is the TUN. A new interface takes
 //     conf.default.forwarding, normally equal to ip_forward, so this rarely changes anything.
+//
 //   - disable_ipv6 0 on the TUN when IPv6 is intercepted: ipv6_rcv drops every packet arriving
 //     on an interface with IPv6 disabled.
 //
