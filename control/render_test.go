@@ -104,7 +104,7 @@ func TestFormatSeconds_TwoUnits(t *testing.T) {
 
 // contractFlowKeys are the `flows --json` fields the contract names, plus idle_seconds.
 var contractFlowKeys = []string{
-	"age_seconds", "bytes_c2s", "bytes_s2c", "client", "exempt", "generation", "idle_seconds",
+	"age_seconds", "assured", "bytes_c2s", "bytes_s2c", "client", "exempt", "generation", "idle_seconds",
 	"offset_c2s", "offset_s2c", "packets_c2s", "packets_s2c", "rule", "server", "shift_c2s", "shift_s2c", "state",
 }
 
