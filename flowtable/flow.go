@@ -344,7 +344,9 @@ func (f *Flow) Probe(d Dir, seq uint32) {
 // probe's number itself if it was forwarded unshifted. In the second case the flow's offsets
 // become zero and its window records are forgotten (they were read through the wrong offsets),
 // so it is forwarded untouched from now on, as it always was; unshifted reports that.
-// It returns whether the flow is (now) confirmed either way.
+// It returns whether the flow is (now) confirmed either way. The nearer of the two decides: an
+// offset smaller than the data in flight (about window / 2^32 of keyed offsets) can be taken
+// for no shift at all.
 func (f *Flow) Confirm(d Dir, ack uint32) (confirmed, unshifted bool) {
 	old := f.state.Load()
 	if old&stUnconfirmed == 0 {
