@@ -500,8 +500,11 @@ func (e *Engine) adopt(c *Counters, pol *Policy, p *rewrite.Packet, src, dst net
 	// Nothing yet says the connection was ever shifted: it is shifted as the rule says, and
 	// the other side's first acknowledgement confirms that, or shows it was forwarded
 	// unshifted all along (refused while the table was full, opened before its rule), and
-	// then it stays unshifted.
-	f.Probe(dir, p.Seq)
+	// then it stays unshifted. An observed flow is never shifted: nothing to confirm, and its
+	// would-be offsets are what it is observed for.
+	if f.Exempt() == flowtable.ExemptNone {
+		f.Probe(dir, p.Seq)
+	}
 	return f, dir, false
 }
 
