@@ -33,7 +33,8 @@ func Plan(cfg Config) ([]string, error) {
 	}
 	out = append(out, "sysctl "+sysctlKey(confPath(4, p.tun, "rp_filter"))+" = 0")
 	if p.families[netlink.FAMILY_V4] {
-		out = append(out, "sysctl "+sysctlKey(confPath(4, p.tun, "forwarding"))+" = 1 (if net.ipv4.ip_forward = 1)")
+		out = append(out, "sysctl "+sysctlKey(confPath(4, p.tun, "forwarding"))+" = 1 (if net.ipv4.ip_forward = 1)",
+			"sysctl "+sysctlKey(confPath(4, p.tun, "accept_local"))+" = 1")
 	}
 	if p.families[netlink.FAMILY_V6] {
 		out = append(out, "sysctl "+sysctlKey(confPath(6, p.tun, "disable_ipv6"))+" = 0")

@@ -103,6 +103,9 @@ func TestCheck_PlanListsWhatRunInstalls(t *testing.T) {
 		"plan: IPv4 route default dev seqshift0 table 5813 metric 1 protocol 213",
 		"plan: IPv6 route blackhole default table 5813 metric 2147483647 protocol 213",
 		"plan: sysctl net.ipv4.conf.seqshift0.rp_filter = 0",
+		// The gateway's own ICMP errors about intercepted flows, translated too.
+		"plan: rule iif lo to 198.18.2.0/24 ipproto icmp lookup 5813 priority 5813 protocol 213",
+		"plan: sysctl net.ipv4.conf.seqshift0.accept_local = 1",
 		// datapath auto, and --portable leaves the choice to the host: the kernel plan too.
 		"plan: datapath kernel",
 		"plan: tc eth0 ingress 5813/0x5813 seqshiftd_client_ingress",
