@@ -258,7 +258,7 @@ func (e *Engine) handleTCP(c *Counters, pol *Policy, pkt []byte, p *rewrite.Pack
 	if e.kernel != nil {
 		// The kernel's map may be out of date (or have lost the flow, if the programs said
 		// no_flow): bring it in line before this packet goes back and its replies come.
-		e.publish(c, f, clientFacingIfindex(f, dir, meta), meta.Reason == tcshift.ReasonNoFlow && f.KernelMode() != flowtable.KernelNone)
+		e.publish(c, f, meta.Ifindex, meta.Reason == tcshift.ReasonNoFlow && f.KernelMode() != flowtable.KernelNone)
 	}
 	if f.Exempt() != flowtable.ExemptNone {
 		c.passed(PassExempt)

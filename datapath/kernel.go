@@ -173,15 +173,6 @@ func (e *Engine) publish(c *Counters, f *flowtable.Flow, ifindex int, force bool
 	if have == want && !force {
 		return
 	}
-	if ifindex == 0 {
-		// The packet was caught on the far side's interface: the entry keeps the interface
-		// the flow was decided on, or waits for a packet of the client-facing one.
-		v, ok, err := e.kernel.Lookup(kernelKey(f))
-		if err != nil || !ok {
-			return
-		}
-		ifindex = int(v.Ifindex)
-	}
 	if !f.SetKernelMode(have, want) {
 		return // another queue moved it meanwhile and writes the map itself
 	}
@@ -195,25 +186,6 @@ func (e *Engine) publish(c *Counters, f *flowtable.Flow, ifindex int, force bool
 		return
 	}
 	c.kernel(KernelPublished)
-}
-
-// clientFacingIfindex is the interface a packet of f travelling dir was caught on, if that is
-// f's client-facing interface: a client's packet arriving on it (ingress), or one to the client
-// leaving it (egress); for a flow opened from the far side the roles are the other way round
-// (kernelKey). Otherwise, 0: with more than one intercept interface, a packet of the flow may
-// be caught arriving on the server's side too (it looks like a client's packet there, of no
-// flow), and its interface must not become the flow's: the programs of the client-facing one
-// would then take the flow for another interface's and stop shifting it.
-func clientFacingIfindex(f *flowtable.Flow, dir flowtable.Dir, meta tcshift.Meta) int {
-	toServer := dir == flowtable.ClientToServer
-	if f.Exempt() == flowtable.ExemptServerOpened {
-		toServer = !toServer
-	}
-	switch {
-	case meta.Hook == tcshift.HookIngress && toServer, meta.Hook == tcshift.HookEgress && !toServer:
-		return meta.Ifindex
-	}
-	return 0
 }
 
 // Forget is the flow table's removal hook for the kernel datapath: the flow's last counts are
