@@ -121,17 +121,6 @@ func (f *forger) send(srcPort uint16, dst netip.AddrPort, flags uint8, seq, ack 
 	return unix.Sendto(f.fd, b, 0, sa)
 }
 
-// knownBug skips the test on the datapaths named (any: both) unless SEQSHIFTD_KNOWN_BUGS=1,
-// naming the bug: the test shows a defect of issue 11 that is not fixed yet, and runs (and
-// fails) with the variable set, so it is kept honest until the fix lands.
-func knownBug(t *testing.T, datapaths, bug string) {
-	t.Helper()
-	if os.Getenv("SEQSHIFTD_KNOWN_BUGS") == "1" || (datapaths != "any" && datapaths != datapath()) {
-		return
-	}
-	t.Skipf("known bug on datapath %s, not fixed yet (run with SEQSHIFTD_KNOWN_BUGS=1 to see it fail): %s", datapath(), bug)
-}
-
 // counterDelta is after[name] - before[name] for status counters.
 func counterDelta(before, after map[string]uint64, name string) int64 {
 	return int64(after[name]) - int64(before[name])
