@@ -44,15 +44,6 @@ func kernelModeFor(f *flowtable.Flow) flowtable.KernelMode {
 	switch f.State() {
 	case flowtable.StateEstablished, flowtable.StateFinWait, flowtable.StateCloseWait:
 		return flowtable.KernelShift
-	case flowtable.StateSynRecv:
-		// The SYN-ACK fixed both offsets: the third ACK and the first data need no decision,
-		// so the kernel takes the flow from here and spares the connection a trip through the
-		// daemon (Sync moves it to established when the programs report the client's
-		// segments; the FIN or RST that ends it still comes here). A simultaneous open's
-		// SYN-ACKs are SYNs, which the programs always hand over.
-		if _, resolved := f.ServerPlan(); resolved && f.Exempt() != flowtable.ExemptServerOpened {
-			return flowtable.KernelShift
-		}
 	}
 	return flowtable.KernelDaemon
 }
@@ -297,12 +288,6 @@ func (e *Engine) Sync() (SyncStats, error) {
 		if !ok || kernelKey(f) != k {
 			orphans = append(orphans, k)
 			return true
-		}
-		if f.State() == flowtable.StateSynRecv && f.KernelMode() == flowtable.KernelShift &&
-			f.Exempt() != flowtable.ExemptServerOpened && v.Packets[tcshift.C2S] > 0 {
-			// Handed over at its SYN-ACK (kernelModeFor), the flow's handshake completed in
-			// the kernel: the programs forwarded the client's segments after it.
-			f.EstablishedInKernel()
 		}
 		if fromClient, fromServer := e.sync.fold(f, v); fromServer && f.KernelMode() == flowtable.KernelShift && f.Exempt() == flowtable.ExemptNone {
 			// The programs forwarded segments from the server of a synchronised flow: a server

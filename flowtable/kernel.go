@@ -73,23 +73,3 @@ func (f *Flow) AddCounters(d Dir, c Counters) {
 func (f *Flow) ServerPlan() (p ServerPlan, resolved bool) {
 	return ServerPlan{Absolute: f.bits&flAbsolute != 0, Value: f.plan}, f.state.Load()&stResolved != 0
 }
-
-// EstablishedInKernel records that the handshake of f, handed to the kernel datapath once its
-// SYN-ACK fixed both offsets, completed there: the programs forwarded the client's segments
-// after it (the third ACK, data), which the daemon never saw. It moves syn_recv to
-// established, as the third ACK would have, and does nothing in any other state.
-func (f *Flow) EstablishedInKernel() {
-	for {
-		old := f.state.Load()
-		if old&stDead != 0 || State(old&stMask) != StateSynRecv {
-			return
-		}
-		next := old&^stMask | uint32(StateEstablished)
-		if f.state.CompareAndSwap(old, next) {
-			sh := f.x.t.shardOf(f.hash)
-			sh.states[StateSynRecv].Add(-1)
-			sh.states[StateEstablished].Add(1)
-			return
-		}
-	}
-}
