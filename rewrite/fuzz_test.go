@@ -3,8 +3,10 @@ package rewrite
 import (
 	"bytes"
 	"encoding/binary"
-	"github.com/seqshiftd/seqshiftd/seqnum"
 	"testing"
+
+	"github.com/seqshiftd/seqshiftd/internal/inetsum"
+	"github.com/seqshiftd/seqshiftd/seqnum"
 )
 
 // seedPackets is a spread of well-formed packets of every kind, the seed corpus of the fuzz
@@ -193,14 +195,14 @@ func outerSum(pkt []byte, p *Packet) (sum uint16, field int) {
 	end := packetEnd(pkt)
 	if p.Kind == KindTCP {
 		off := int(p.tcp)
-		return fullSum(pkt[off:end], pseudoSum(p.Src, p.Dst, ProtocolTCP, end-off)), off + 16
+		return inetsum.Sum(pkt[off:end], inetsum.Pseudo(p.Src, p.Dst, ProtocolTCP, end-off)), off + 16
 	}
 	off := int(p.icmp)
 	if pkt[0]>>4 == 4 {
-		return fullSum(pkt[off:end], 0), off + 2
+		return inetsum.Sum(pkt[off:end], 0), off + 2
 	}
 	ip := IPv6(pkt)
-	return fullSum(pkt[off:end], pseudoSum(ip.SourceAddress(), ip.DestinationAddress(), ProtocolICMPv6, end-off)), off + 2
+	return inetsum.Sum(pkt[off:end], inetsum.Pseudo(ip.SourceAddress(), ip.DestinationAddress(), ProtocolICMPv6, end-off)), off + 2
 }
 
 // quotedSegment returns the quoted TCP segment's extent when the quote holds all of it.
@@ -236,7 +238,7 @@ func FuzzShiftKeepsChecksumValid(f *testing.F) {
 		if p.Kind == KindICMPQuotingTCP {
 			if qs, qe, quoted = quotedSegment(pkt, &p); quoted {
 				TCP(pkt[qs:]).SetChecksum(0)
-				TCP(pkt[qs:]).SetChecksum(^fullSum(pkt[qs:qe], pseudoSum(p.Src, p.Dst, ProtocolTCP, qe-qs)))
+				TCP(pkt[qs:]).SetChecksum(^inetsum.Sum(pkt[qs:qe], inetsum.Pseudo(p.Src, p.Dst, ProtocolTCP, qe-qs)))
 			}
 		}
 		_, field := outerSum(pkt, &p)
@@ -253,7 +255,7 @@ func FuzzShiftKeepsChecksumValid(f *testing.F) {
 		if s, _ := outerSum(pkt, &p); s != 0xffff {
 			t.Fatalf("%v: checksum invalid after Shift (sum %#x)", p.Kind, s)
 		}
-		if quoted && fullSum(pkt[qs:qe], pseudoSum(p.Src, p.Dst, ProtocolTCP, qe-qs)) != 0xffff {
+		if quoted && inetsum.Sum(pkt[qs:qe], inetsum.Pseudo(p.Src, p.Dst, ProtocolTCP, qe-qs)) != 0xffff {
 			t.Fatal("quoted TCP checksum invalid after Shift")
 		}
 	})

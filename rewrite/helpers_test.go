@@ -3,6 +3,8 @@ package rewrite
 import (
 	"encoding/binary"
 	"net/netip"
+
+	"github.com/seqshiftd/seqshiftd/internal/inetsum"
 )
 
 // Test packets are built here byte by byte, with checksums computed in full (RFC 1071), never
@@ -123,11 +125,11 @@ func (s seg) build() ([]byte, int) {
 		copy(pkt[12:], a[:])
 		copy(pkt[16:], b[:])
 		copy(pkt[20:], ipOpts)
-		binary.BigEndian.PutUint16(pkt[10:], ^fullSum(pkt[:hl], 0))
+		binary.BigEndian.PutUint16(pkt[10:], ^inetsum.Sum(pkt[:hl], 0))
 		l4 = hl
 	}
 	copy(pkt[l4:], tcp)
-	cs := ^fullSum(pkt[l4:], pseudoSum(s.src, s.dst, proto, len(tcp)))
+	cs := ^inetsum.Sum(pkt[l4:], inetsum.Pseudo(s.src, s.dst, proto, len(tcp)))
 	if s.badChecksum {
 		cs ^= 0x5a5a
 	}
@@ -143,36 +145,8 @@ func (s seg) pkt() []byte {
 	return b
 }
 
-// fullSum is the RFC 1071 one's complement sum of b, added to initial, folded to 16 bits.
-func fullSum(b []byte, initial uint32) uint16 {
-	s := uint64(initial)
-	for len(b) >= 2 {
-		s += uint64(b[0])<<8 | uint64(b[1])
-		b = b[2:]
-	}
-	if len(b) == 1 {
-		s += uint64(b[0]) << 8
-	}
-	for s > 0xffff {
-		s = s>>16 + s&0xffff
-	}
-	return uint16(s)
-}
-
-// pseudoSum is the sum of the TCP/UDP/ICMPv6 pseudo-header (RFC 9293, RFC 8200 section 8.1).
-func pseudoSum(src, dst netip.Addr, proto uint8, length int) uint32 {
-	var s uint32
-	for _, a := range []netip.Addr{src, dst} {
-		b := a.AsSlice()
-		for i := 0; i < len(b); i += 2 {
-			s += uint32(b[i])<<8 | uint32(b[i+1])
-		}
-	}
-	return s + uint32(proto) + uint32(length)>>16 + uint32(length)&0xffff
-}
-
 // sumValid reports whether a region including its checksum field sums to zero (0xffff).
-func sumValid(b []byte, pseudo uint32) bool { return fullSum(b, pseudo) == 0xffff }
+func sumValid(b []byte, pseudo uint32) bool { return inetsum.Sum(b, pseudo) == 0xffff }
 
 // icmpErr builds an ICMP (v4) or ICMPv6 error from the router to dst quoting quote, with the
 // given type, code and the four bytes after the checksum (e.g. the next-hop MTU).
@@ -193,7 +167,7 @@ func icmpErr(v6 bool, typ, code uint8, rest uint32, dst netip.Addr, quote []byte
 		copy(pkt[24:], b[:])
 		off = 40
 		copy(pkt[off:], msg)
-		binary.BigEndian.PutUint16(pkt[off+2:], ^fullSum(pkt[off:], pseudoSum(router6, dst, ProtocolICMPv6, len(msg))))
+		binary.BigEndian.PutUint16(pkt[off+2:], ^inetsum.Sum(pkt[off:], inetsum.Pseudo(router6, dst, ProtocolICMPv6, len(msg))))
 	} else {
 		pkt = make([]byte, 20+len(msg))
 		pkt[0] = 0x45
@@ -202,10 +176,10 @@ func icmpErr(v6 bool, typ, code uint8, rest uint32, dst netip.Addr, quote []byte
 		a, b := router4.As4(), dst.As4()
 		copy(pkt[12:], a[:])
 		copy(pkt[16:], b[:])
-		binary.BigEndian.PutUint16(pkt[10:], ^fullSum(pkt[:20], 0))
+		binary.BigEndian.PutUint16(pkt[10:], ^inetsum.Sum(pkt[:20], 0))
 		off = 20
 		copy(pkt[off:], msg)
-		binary.BigEndian.PutUint16(pkt[off+2:], ^fullSum(pkt[off:], 0))
+		binary.BigEndian.PutUint16(pkt[off+2:], ^inetsum.Sum(pkt[off:], 0))
 	}
 	return pkt, off
 }
@@ -243,13 +217,13 @@ func checkTCP(pkt []byte, l4 int, s seg) bool {
 			src, dst = client6, server6
 		}
 	}
-	return sumValid(pkt[l4:], pseudoSum(src, dst, ProtocolTCP, len(pkt)-l4))
+	return sumValid(pkt[l4:], inetsum.Pseudo(src, dst, ProtocolTCP, len(pkt)-l4))
 }
 
 // checkICMP verifies the ICMP checksum of a packet built by icmpErr.
 func checkICMP(pkt []byte, off int, v6 bool, dst netip.Addr) bool {
 	if v6 {
-		return sumValid(pkt[off:], pseudoSum(router6, dst, ProtocolICMPv6, len(pkt)-off))
+		return sumValid(pkt[off:], inetsum.Pseudo(router6, dst, ProtocolICMPv6, len(pkt)-off))
 	}
 	return sumValid(pkt[off:], 0)
 }

@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
-	"github.com/seqshiftd/seqshiftd/seqnum"
 	"math/rand/v2"
 	"net/netip"
 	"testing"
 	"unsafe"
+
+	"github.com/seqshiftd/seqshiftd/internal/inetsum"
+	"github.com/seqshiftd/seqshiftd/seqnum"
 )
 
 // The expected packets below are built from scratch with the shifted values and a checksum
@@ -211,7 +213,7 @@ func TestShift_ICMPTranslatesQuote(t *testing.T) {
 						qtcp[16] = wirePkt[l4+16]
 					}
 					binary.BigEndian.PutUint16(want[icmpOff+2:], 0)
-					binary.BigEndian.PutUint16(want[icmpOff+2:], ^fullSum(want[icmpOff:], icmpPseudo(ty.v6, dst, len(want)-icmpOff)))
+					binary.BigEndian.PutUint16(want[icmpOff+2:], ^inetsum.Sum(want[icmpOff:], icmpPseudo(ty.v6, dst, len(want)-icmpOff)))
 					if !bytes.Equal(pkt, want) {
 						t.Fatalf("translated ICMP differs\n got % x\nwant % x", pkt, want)
 					}
@@ -235,7 +237,7 @@ func icmpPseudo(v6 bool, dst netip.Addr, n int) uint32 {
 	if !v6 {
 		return 0
 	}
-	return pseudoSum(router6, dst, ProtocolICMPv6, n)
+	return inetsum.Pseudo(router6, dst, ProtocolICMPv6, n)
 }
 
 func TestShift_ICMPPartialLeavesICMPChecksum(t *testing.T) {

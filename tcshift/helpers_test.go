@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/cilium/ebpf"
+	"github.com/seqshiftd/seqshiftd/internal/inetsum"
 	"github.com/seqshiftd/seqshiftd/internal/nstest"
 	"github.com/seqshiftd/seqshiftd/rewrite"
 	"github.com/seqshiftd/seqshiftd/seqnum"
@@ -165,42 +166,14 @@ func (s seg) pkt() []byte {
 		copy(pkt[12:], a[:])
 		copy(pkt[16:], b[:])
 		copy(pkt[20:], ipOpts)
-		binary.BigEndian.PutUint16(pkt[10:], ^fullSum(pkt[:hl], 0))
+		binary.BigEndian.PutUint16(pkt[10:], ^inetsum.Sum(pkt[:hl], 0))
 		off = hl
 	}
 	copy(pkt[off:], l4)
 	if proto == 6 {
-		binary.BigEndian.PutUint16(pkt[off+16:], ^fullSum(pkt[off:], pseudoSum(src, dst, 6, len(l4))))
+		binary.BigEndian.PutUint16(pkt[off+16:], ^inetsum.Sum(pkt[off:], inetsum.Pseudo(src, dst, 6, len(l4))))
 	}
 	return pkt
-}
-
-// fullSum is the RFC 1071 one's complement sum of b, added to initial, folded to 16 bits.
-func fullSum(b []byte, initial uint32) uint16 {
-	s := uint64(initial)
-	for len(b) >= 2 {
-		s += uint64(b[0])<<8 | uint64(b[1])
-		b = b[2:]
-	}
-	if len(b) == 1 {
-		s += uint64(b[0]) << 8
-	}
-	for s > 0xffff {
-		s = s>>16 + s&0xffff
-	}
-	return uint16(s)
-}
-
-// pseudoSum is the sum of the TCP/ICMPv6 pseudo-header.
-func pseudoSum(src, dst netip.Addr, proto uint8, length int) uint32 {
-	var s uint32
-	for _, a := range []netip.Addr{src, dst} {
-		b := a.AsSlice()
-		for i := 0; i < len(b); i += 2 {
-			s += uint32(b[i])<<8 | uint32(b[i+1])
-		}
-	}
-	return s + uint32(proto) + uint32(length)>>16 + uint32(length)&0xffff
 }
 
 // tcpChecksumValid verifies the TCP checksum of an IPv4 packet without options or an IPv6
@@ -208,10 +181,10 @@ func pseudoSum(src, dst netip.Addr, proto uint8, length int) uint32 {
 func tcpChecksumValid(pkt []byte) bool {
 	if pkt[0]>>4 == 4 {
 		src, dst := netip.AddrFrom4([4]byte(pkt[12:16])), netip.AddrFrom4([4]byte(pkt[16:20]))
-		return fullSum(pkt[20:], pseudoSum(src, dst, 6, len(pkt)-20)) == 0xffff
+		return inetsum.Sum(pkt[20:], inetsum.Pseudo(src, dst, 6, len(pkt)-20)) == 0xffff
 	}
 	src, dst := netip.AddrFrom16([16]byte(pkt[8:24])), netip.AddrFrom16([16]byte(pkt[24:40]))
-	return fullSum(pkt[40:], pseudoSum(src, dst, 6, len(pkt)-40)) == 0xffff
+	return inetsum.Sum(pkt[40:], inetsum.Pseudo(src, dst, 6, len(pkt)-40)) == 0xffff
 }
 
 // icmpErr builds an ICMP or ICMPv6 error from a router to dst quoting quote.
@@ -229,7 +202,7 @@ func icmpErr(v6 bool, typ uint8, dst netip.Addr, quote []byte) []byte {
 		copy(pkt[8:], a[:])
 		copy(pkt[24:], b[:])
 		copy(pkt[40:], msg)
-		binary.BigEndian.PutUint16(pkt[42:], ^fullSum(pkt[40:], pseudoSum(router6, dst, 58, len(msg))))
+		binary.BigEndian.PutUint16(pkt[42:], ^inetsum.Sum(pkt[40:], inetsum.Pseudo(router6, dst, 58, len(msg))))
 		return pkt
 	}
 	pkt := make([]byte, 20+len(msg))
@@ -239,9 +212,9 @@ func icmpErr(v6 bool, typ uint8, dst netip.Addr, quote []byte) []byte {
 	a, b := router4.As4(), dst.As4()
 	copy(pkt[12:], a[:])
 	copy(pkt[16:], b[:])
-	binary.BigEndian.PutUint16(pkt[10:], ^fullSum(pkt[:20], 0))
+	binary.BigEndian.PutUint16(pkt[10:], ^inetsum.Sum(pkt[:20], 0))
 	copy(pkt[20:], msg)
-	binary.BigEndian.PutUint16(pkt[22:], ^fullSum(pkt[20:], 0))
+	binary.BigEndian.PutUint16(pkt[22:], ^inetsum.Sum(pkt[20:], 0))
 	return pkt
 }
 

@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/seqshiftd/seqshiftd/internal/inetsum"
 	"github.com/seqshiftd/seqshiftd/netlab"
 )
 
@@ -111,7 +112,7 @@ func (f *forger) send(srcPort uint16, dst netip.AddrPort, flags uint8, seq, ack 
 	b[13] = flags
 	binary.BigEndian.PutUint16(b[14:], 65535)
 	copy(b[20:], payload)
-	binary.BigEndian.PutUint16(b[16:], checksum(pseudoSum(f.src, dst.Addr(), 6, len(b)), b))
+	binary.BigEndian.PutUint16(b[16:], ^inetsum.Sum(b, inetsum.Pseudo(f.src, dst.Addr(), 6, len(b))))
 	var sa unix.Sockaddr
 	if dst.Addr().Is6() {
 		sa = &unix.SockaddrInet6{Addr: dst.Addr().As16()}

@@ -12,33 +12,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/seqshiftd/seqshiftd/internal/inetsum"
 	"github.com/seqshiftd/seqshiftd/netlab"
 )
-
-// checksum is the Internet checksum of b with an initial sum.
-func checksum(sum uint32, b []byte) uint16 {
-	for len(b) >= 2 {
-		sum += uint32(binary.BigEndian.Uint16(b))
-		b = b[2:]
-	}
-	if len(b) == 1 {
-		sum += uint32(b[0]) << 8
-	}
-	for sum>>16 != 0 {
-		sum = sum&0xffff + sum>>16
-	}
-	return ^uint16(sum)
-}
-
-func pseudoSum(src, dst netip.Addr, proto uint8, length int) uint32 {
-	var sum uint32
-	for _, a := range [][]byte{src.AsSlice(), dst.AsSlice()} {
-		for i := 0; i < len(a); i += 2 {
-			sum += uint32(binary.BigEndian.Uint16(a[i:]))
-		}
-	}
-	return sum + uint32(proto) + uint32(length)
-}
 
 // tcpHeader builds a TCP header (flags ACK) with the given data offset word count and options,
 // checksummed over what is actually sent.
@@ -52,7 +28,7 @@ func tcpHeader(src, dst netip.AddrPort, seq uint32, doff uint8, opts []byte, pay
 	b[13] = 0x10
 	binary.BigEndian.PutUint16(b[14:], 512)
 	copy(b[20:], opts)
-	binary.BigEndian.PutUint16(b[16:], checksum(pseudoSum(src.Addr(), dst.Addr(), 6, len(b)), b))
+	binary.BigEndian.PutUint16(b[16:], ^inetsum.Sum(b, inetsum.Pseudo(src.Addr(), dst.Addr(), 6, len(b))))
 	return b
 }
 
@@ -114,7 +90,7 @@ func malformedICMP(src, dst netip.AddrPort, v6 bool) [][]byte {
 		}
 		m = append(m, q...)
 		if !v6 { // the kernel checksums ICMPv6 raw sockets itself
-			binary.BigEndian.PutUint16(m[2:], checksum(0, m))
+			binary.BigEndian.PutUint16(m[2:], ^inetsum.Sum(m, 0))
 		}
 		out = append(out, m)
 	}
